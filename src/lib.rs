@@ -1,0 +1,12 @@
+//! ap2-mandate: AP2 payment mandates for AI agents.
+//!
+//! The pure core lives here: [`money`] (ISO 4217 amounts), [`jose`] (ES256 keys and compact JWS),
+//! [`sdjwt`] (RFC 9901 disclosures and Delegate SD-JWT chains) and [`mandate`] (AP2 v0.2
+//! mandates, constraints and receipts). None of it performs I/O or reads the clock: time is an
+//! argument. Anything that skips a check lives in [`danger`] and is named `insecure_…`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod jose;
+pub mod json;
