@@ -8,5 +8,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod calendar;
+pub mod conformance;
 pub mod jose;
 pub mod json;
+pub mod mandate;
+pub mod money;
+pub mod sdjwt;
