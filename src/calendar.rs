@@ -38,7 +38,12 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 pub fn format_utc(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Adds `months` calendar months, keeping the time of day and clamping the day to the month's
@@ -84,7 +89,11 @@ pub fn parse_rfc3339(text: &str, edge: DayEdge) -> Result<i64, DateError> {
     }
     let midnight = days_from_civil(year, month, day) * 86_400;
     if b.len() == 10 {
-        return Ok(if edge == DayEdge::End { midnight + 86_399 } else { midnight });
+        return Ok(if edge == DayEdge::End {
+            midnight + 86_399
+        } else {
+            midnight
+        });
     }
     Ok(midnight + time_of_day(&b[10..])?)
 }
@@ -114,7 +123,11 @@ fn time_of_day(b: &[u8]) -> Result<i64, DateError> {
                 return Err(DateError);
             }
             let total = oh * 3600 + om * 60;
-            if *sign == b'+' { total } else { -total }
+            if *sign == b'+' {
+                total
+            } else {
+                -total
+            }
         }
         _ => return Err(DateError),
     };
@@ -160,14 +173,29 @@ mod tests {
     fn parses_dates_and_offsets() {
         let z = parse_rfc3339("2026-03-31T00:00:00Z", DayEdge::Start).unwrap();
         assert_eq!(parse_rfc3339("2026-03-31", DayEdge::Start).unwrap(), z);
-        assert_eq!(parse_rfc3339("2026-03-31", DayEdge::End).unwrap(), z + 86_399);
-        assert_eq!(parse_rfc3339("2026-03-31T02:00:00.123+02:00", DayEdge::Start).unwrap(), z);
+        assert_eq!(
+            parse_rfc3339("2026-03-31", DayEdge::End).unwrap(),
+            z + 86_399
+        );
+        assert_eq!(
+            parse_rfc3339("2026-03-31T02:00:00.123+02:00", DayEdge::Start).unwrap(),
+            z
+        );
     }
 
     #[test]
     fn refuses_malformed_dates() {
-        for bad in ["2026-02-30", "2026-13-01", "26-01-01", "2026-01-01T25:00:00Z", "2026-01-01T00:00:00",
-            "2026-01-01 00:00:00Z", "2026-01-01T00:00:00.Z", "２０２６-01-01", "2026-01-01T00:00:00+2:00"] {
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "26-01-01",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "２０２６-01-01",
+            "2026-01-01T00:00:00+2:00",
+        ] {
             assert_eq!(parse_rfc3339(bad, DayEdge::Start), Err(DateError), "{bad}");
         }
     }

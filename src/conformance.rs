@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::jose::{sha256_b64, KeySet, PublicJwk};
-use crate::mandate::{Ap2Code, CheckoutJwt, Error, PaymentBindings, Policy, Trust, Usage, Verifier};
+use crate::mandate::{
+    Ap2Code, CheckoutJwt, Error, PaymentBindings, Policy, Trust, Usage, Verifier,
+};
 use crate::sdjwt::{Challenge, UnverifiedChain};
 
 /// Why a vector directory could not be run at all.
@@ -126,18 +128,29 @@ pub fn run_dir(dir: &Path, policy: &Policy) -> Result<Vec<CaseResult>, Conforman
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
     let keys_path = dir.join(&manifest.keys);
     let trust = load_trust(&keys_path, &manifest.verifier_profile.trusted_root_kids)?;
-    let verifier = Verifier { policy, trust: &trust };
+    let verifier = Verifier {
+        policy,
+        trust: &trust,
+    };
     let mut results = Vec::with_capacity(manifest.cases.len());
     for case_ref in &manifest.cases {
         let path = dir.join(&case_ref.file);
         let case: Case = read_json(&path)?;
-        let expected = expected_verdict(&case).map_err(|e| ConformanceError::Format(path.clone(), e))?;
+        let expected =
+            expected_verdict(&case).map_err(|e| ConformanceError::Format(path.clone(), e))?;
         let (got, reason) = match run_case(&verifier, &case) {
             Ok(()) => (Verdict::Accept, None),
             Err(Outcome::Refused(e)) => (Verdict::Reject(e.code()), Some(e.reason().to_owned())),
-            Err(Outcome::Inconsistent(note)) => (Verdict::Reject(Ap2Code::MandatesNotSupported), Some(note)),
+            Err(Outcome::Inconsistent(note)) => {
+                (Verdict::Reject(Ap2Code::MandatesNotSupported), Some(note))
+            }
         };
-        results.push(CaseResult { name: case.name, expected, got, reason });
+        results.push(CaseResult {
+            name: case.name,
+            expected,
+            got,
+            reason,
+        });
     }
     Ok(results)
 }
@@ -155,51 +168,90 @@ impl From<Error> for Outcome {
 
 fn run_case(verifier: &Verifier<'_>, case: &Case) -> Result<(), Outcome> {
     let checkout_hash = sha256_b64(case.checkout_jwt.as_bytes());
-    for expected in [&case.expected_checkout_hash, &case.expected_transaction_id].into_iter().flatten() {
+    for expected in [&case.expected_checkout_hash, &case.expected_transaction_id]
+        .into_iter()
+        .flatten()
+    {
         if *expected != checkout_hash {
-            return Err(Outcome::Inconsistent("vector: expected hash is not the checkout_jwt's".into()));
+            return Err(Outcome::Inconsistent(
+                "vector: expected hash is not the checkout_jwt's".into(),
+            ));
         }
     }
     let checkout = CheckoutJwt::verify(&case.checkout_jwt, &verifier.trust.merchants, case.now)?;
     let chain = UnverifiedChain::parse(&case.chain).map_err(Error::from)?;
     let challenge = challenge(&case.expected_aud, &case.expected_nonce)?;
     match case.kind.as_str() {
-        "checkout" => verifier.checkout(&chain, &checkout, challenge.as_ref(), case.now).map(|_| ()).map_err(Outcome::from),
+        "checkout" => verifier
+            .checkout(&chain, &checkout, challenge.as_ref(), case.now)
+            .map(|_| ())
+            .map_err(Outcome::from),
         "payment" => {
             let open_checkout_hash = open_checkout_hash(verifier, case, &checkout)?;
-            let bindings = PaymentBindings { checkout: &checkout, open_checkout_hash: open_checkout_hash.as_deref() };
+            let bindings = PaymentBindings {
+                checkout: &checkout,
+                open_checkout_hash: open_checkout_hash.as_deref(),
+            };
             let usage = case.mandate_context.as_ref().map(usage).unwrap_or_default();
-            verifier.payment(&chain, &bindings, &usage, challenge.as_ref(), case.now).map(|_| ()).map_err(Outcome::from)
+            verifier
+                .payment(&chain, &bindings, &usage, challenge.as_ref(), case.now)
+                .map(|_| ())
+                .map_err(Outcome::from)
         }
-        other => Err(Outcome::Inconsistent(format!("vector: unknown kind `{other}`"))),
+        other => Err(Outcome::Inconsistent(format!(
+            "vector: unknown kind `{other}`"
+        ))),
     }
 }
 
 /// Verifies the order's checkout chain and returns its open checkout hash.
-fn open_checkout_hash(verifier: &Verifier<'_>, case: &Case, checkout: &CheckoutJwt) -> Result<Option<String>, Outcome> {
-    let Some(order) = &case.order_checkout_chain else { return Ok(None) };
+fn open_checkout_hash(
+    verifier: &Verifier<'_>,
+    case: &Case,
+    checkout: &CheckoutJwt,
+) -> Result<Option<String>, Outcome> {
+    let Some(order) = &case.order_checkout_chain else {
+        return Ok(None);
+    };
     let chain = UnverifiedChain::parse(&order.chain).map_err(Error::from)?;
     let challenge = challenge(&order.expected_aud, &order.expected_nonce)?;
     let verified = verifier
         .checkout(&chain, checkout, challenge.as_ref(), case.now)
-        .map_err(|e| Outcome::Inconsistent(format!("vector: order checkout chain refused: {}", e.reason())))?;
-    let hash = (!verified.open().is_empty()).then(|| verified.chain().root().segment_hash().to_owned());
+        .map_err(|e| {
+            Outcome::Inconsistent(format!(
+                "vector: order checkout chain refused: {}",
+                e.reason()
+            ))
+        })?;
+    let hash =
+        (!verified.open().is_empty()).then(|| verified.chain().root().segment_hash().to_owned());
     if hash != case.expected_open_checkout_hash {
-        return Err(Outcome::Inconsistent("vector: expected_open_checkout_hash differs from the order chain".into()));
+        return Err(Outcome::Inconsistent(
+            "vector: expected_open_checkout_hash differs from the order chain".into(),
+        ));
     }
     Ok(hash)
 }
 
-fn challenge<'a>(aud: &'a Option<String>, nonce: &'a Option<String>) -> Result<Option<Challenge<'a>>, Outcome> {
+fn challenge<'a>(
+    aud: &'a Option<String>,
+    nonce: &'a Option<String>,
+) -> Result<Option<Challenge<'a>>, Outcome> {
     match (aud, nonce) {
         (Some(aud), Some(nonce)) => Ok(Some(Challenge { aud, nonce })),
         (None, None) => Ok(None),
-        _ => Err(Outcome::Inconsistent("vector: expected_aud and expected_nonce must both be set or both null".into())),
+        _ => Err(Outcome::Inconsistent(
+            "vector: expected_aud and expected_nonce must both be set or both null".into(),
+        )),
     }
 }
 
 fn usage(c: &Context) -> Usage {
-    Usage { total_minor: c.total_amount, uses: c.total_uses, last_use: c.last_used_date.map(|d| d.floor() as i64) }
+    Usage {
+        total_minor: c.total_amount,
+        uses: c.total_uses,
+        last_use: c.last_used_date.map(|d| d.floor() as i64),
+    }
 }
 
 fn expected_verdict(case: &Case) -> Result<Verdict, String> {
@@ -219,13 +271,28 @@ fn expected_verdict(case: &Case) -> Result<Verdict, String> {
 
 fn load_trust(path: &Path, root_kids: &[String]) -> Result<Trust, ConformanceError> {
     let doc: Value = read_json(path)?;
-    let keys = doc.get("keys").and_then(Value::as_object).ok_or_else(|| fmt_err(path, "no `keys` object"))?;
-    let mut trust = Trust { issuers: KeySet::new(), merchants: KeySet::new() };
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_object)
+        .ok_or_else(|| fmt_err(path, "no `keys` object"))?;
+    let mut trust = Trust {
+        issuers: KeySet::new(),
+        merchants: KeySet::new(),
+    };
     for (name, entry) in keys {
-        let jwk = entry.get("public_jwk").ok_or_else(|| fmt_err(path, &format!("key `{name}` has no public_jwk")))?;
-        let key = PublicJwk::from_value(jwk).map_err(|e| fmt_err(path, &format!("key `{name}`: {e}")))?;
-        let Some(kid) = key.kid().map(str::to_owned) else { continue };
-        let set = if root_kids.contains(&kid) { &mut trust.issuers } else { &mut trust.merchants };
+        let jwk = entry
+            .get("public_jwk")
+            .ok_or_else(|| fmt_err(path, &format!("key `{name}` has no public_jwk")))?;
+        let key =
+            PublicJwk::from_value(jwk).map_err(|e| fmt_err(path, &format!("key `{name}`: {e}")))?;
+        let Some(kid) = key.kid().map(str::to_owned) else {
+            continue;
+        };
+        let set = if root_kids.contains(&kid) {
+            &mut trust.issuers
+        } else {
+            &mut trust.merchants
+        };
         if set.get(&kid).is_err() {
             set.insert(key).map_err(|e| fmt_err(path, &e.to_string()))?;
         }
@@ -239,6 +306,7 @@ fn fmt_err(path: &Path, msg: &str) -> ConformanceError {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConformanceError> {
     let text = fs::read(path).map_err(|e| ConformanceError::Io(path.to_owned(), e))?;
-    let value = crate::json::parse(&text, 8 * 1024 * 1024).map_err(|e| fmt_err(path, &e.to_string()))?;
+    let value =
+        crate::json::parse(&text, 8 * 1024 * 1024).map_err(|e| fmt_err(path, &e.to_string()))?;
     T::deserialize(value).map_err(|e| fmt_err(path, &e.to_string()))
 }

@@ -40,8 +40,13 @@ pub fn parse(bytes: &[u8], max_len: usize) -> Result<Value, JsonError> {
 
     let fault = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = StrictSeed { depth: 0, fault: &fault };
-    let value = seed.deserialize(&mut de).map_err(|_| fault.get().unwrap_or(JsonError::Syntax))?;
+    let seed = StrictSeed {
+        depth: 0,
+        fault: &fault,
+    };
+    let value = seed
+        .deserialize(&mut de)
+        .map_err(|_| fault.get().unwrap_or(JsonError::Syntax))?;
     de.end().map_err(|_| JsonError::Syntax)?;
     Ok(value)
 }
@@ -70,7 +75,10 @@ impl StrictSeed<'_> {
         if self.depth >= MAX_DEPTH {
             return Err(self.fail(JsonError::TooDeep));
         }
-        Ok(StrictSeed { depth: self.depth + 1, fault: self.fault })
+        Ok(StrictSeed {
+            depth: self.depth + 1,
+            fault: self.fault,
+        })
     }
 }
 
@@ -102,7 +110,9 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| self.fail(JsonError::Syntax))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| self.fail(JsonError::Syntax))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -146,13 +156,22 @@ mod tests {
 
     #[test]
     fn duplicate_member_is_refused() {
-        assert_eq!(parse(br#"{"a":1,"a":2}"#, 100), Err(JsonError::DuplicateMember));
-        assert_eq!(parse(br#"{"x":{"a":1,"a":1}}"#, 100), Err(JsonError::DuplicateMember));
+        assert_eq!(
+            parse(br#"{"a":1,"a":2}"#, 100),
+            Err(JsonError::DuplicateMember)
+        );
+        assert_eq!(
+            parse(br#"{"x":{"a":1,"a":1}}"#, 100),
+            Err(JsonError::DuplicateMember)
+        );
     }
 
     #[test]
     fn escaped_duplicate_is_still_a_duplicate() {
-        assert_eq!(parse(br#"{"a":1,"\u0061":2}"#, 100), Err(JsonError::DuplicateMember));
+        assert_eq!(
+            parse(br#"{"a":1,"\u0061":2}"#, 100),
+            Err(JsonError::DuplicateMember)
+        );
     }
 
     #[test]

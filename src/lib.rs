@@ -10,6 +10,7 @@
 
 pub mod calendar;
 pub mod conformance;
+pub mod danger;
 pub mod jose;
 pub mod json;
 pub mod mandate;

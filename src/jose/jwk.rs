@@ -101,7 +101,9 @@ impl PublicJwk {
 
     /// Verifies a raw 64-byte ES256 signature over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), Error> {
-        self.parsed.verify_sig(message, signature).map_err(|_| Error::InvalidSignature)
+        self.parsed
+            .verify_sig(message, signature)
+            .map_err(|_| Error::InvalidSignature)
     }
 }
 
@@ -168,7 +170,10 @@ fn check_public_members(obj: &Map<String, Value>) -> Result<(), Error> {
 }
 
 fn coordinate(obj: &Map<String, Value>, name: &str) -> Result<[u8; 32], Error> {
-    let text = obj.get(name).and_then(Value::as_str).ok_or(Error::InvalidKey)?;
+    let text = obj
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or(Error::InvalidKey)?;
     b64::decode_array::<32>(text).map_err(|_| Error::InvalidKey)
 }
 
@@ -197,8 +202,14 @@ mod tests {
 
     #[test]
     fn private_member_is_refused_where_public_key_expected() {
-        let with_d = A3_JWK.replace("\"kty\"", "\"d\":\"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI\",\"kty\"");
-        assert_eq!(PublicJwk::from_json(&with_d).unwrap_err(), Error::PrivateKeyMaterial);
+        let with_d = A3_JWK.replace(
+            "\"kty\"",
+            "\"d\":\"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI\",\"kty\"",
+        );
+        assert_eq!(
+            PublicJwk::from_json(&with_d).unwrap_err(),
+            Error::PrivateKeyMaterial
+        );
     }
 
     #[test]
@@ -210,7 +221,11 @@ mod tests {
             ("\"crv\":\"P-256\"", "\"crv\":\"P-256\",\"use\":\"enc\""),
         ] {
             let jwk = A3_JWK.replace(from, to);
-            assert_eq!(PublicJwk::from_json(&jwk).unwrap_err(), Error::InvalidKey, "{to}");
+            assert_eq!(
+                PublicJwk::from_json(&jwk).unwrap_err(),
+                Error::InvalidKey,
+                "{to}"
+            );
         }
     }
 
@@ -219,13 +234,19 @@ mod tests {
         let x = b64::decode_array::<32>("f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU").unwrap();
         let mut y = b64::decode_array::<32>("x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0").unwrap();
         y[31] ^= 1;
-        assert_eq!(PublicJwk::from_coordinates(x, y, None).unwrap_err(), Error::InvalidKey);
+        assert_eq!(
+            PublicJwk::from_coordinates(x, y, None).unwrap_err(),
+            Error::InvalidKey
+        );
         assert!(PublicJwk::from_coordinates([0; 32], [0; 32], None).is_err());
     }
 
     #[test]
     fn short_coordinate_is_refused() {
-        let jwk = A3_JWK.replace("f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVE");
+        let jwk = A3_JWK.replace(
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVE",
+        );
         assert_eq!(PublicJwk::from_json(&jwk).unwrap_err(), Error::InvalidKey);
     }
 
@@ -243,7 +264,10 @@ mod tests {
         let jwk = r#"{"kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
             "y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA","crv":"P-256"}"#;
         let key = PublicJwk::from_json(jwk).unwrap();
-        assert_eq!(key.thumbprint(), "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+        assert_eq!(
+            key.thumbprint(),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub struct HeaderPolicy<'a> {
 impl<'a> HeaderPolicy<'a> {
     /// A policy for tokens verified with a trusted key: no embedded key, `typ` as given.
     pub const fn trusted_key(typ: TypRule<'a>) -> Self {
-        HeaderPolicy { typ, embedded_jwk: false }
+        HeaderPolicy {
+            typ,
+            embedded_jwk: false,
+        }
     }
 }
 
@@ -105,7 +108,8 @@ impl<'a> UnverifiedJws<'a> {
             return Err(Error::TooLarge);
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::Malformed);
         };
@@ -113,7 +117,12 @@ impl<'a> UnverifiedJws<'a> {
         let header = Header::parse(h, policy)?;
         let signature = b64::decode_array::<64>(s).map_err(|_| Error::InvalidSignature)?;
         let signing_input = &token[..h.len() + 1 + p.len()];
-        Ok(UnverifiedJws { header, signing_input, payload: p, signature })
+        Ok(UnverifiedJws {
+            header,
+            signing_input,
+            payload: p,
+            signature,
+        })
     }
 
     /// The checked header (to pick a trusted key by `kid`).
@@ -130,18 +139,17 @@ impl<'a> UnverifiedJws<'a> {
     pub fn verify(self, key: &PublicJwk) -> Result<VerifiedJws<'a>, Error> {
         key.verify(self.signing_input.as_bytes(), &self.signature)?;
         let claims = decode_payload(self.payload)?;
-        Ok(VerifiedJws { header: self.header, signing_input: self.signing_input, claims })
+        Ok(VerifiedJws {
+            header: self.header,
+            signing_input: self.signing_input,
+            claims,
+        })
     }
 
     /// Verifies with the key the header itself carries (DPoP proofs only).
     pub fn verify_with_embedded_key(self) -> Result<VerifiedJws<'a>, Error> {
         let key = self.header.jwk.clone().ok_or(Error::EmbeddedKey)?;
         self.verify(&key)
-    }
-
-    /// The payload without any signature check; only for `danger`.
-    pub(crate) fn insecure_claims(&self) -> Result<Map<String, Value>, Error> {
-        decode_payload(self.payload)
     }
 }
 
@@ -253,7 +261,12 @@ mod tests {
     const JWT: TypRule<'static> = TypRule::OneOfOrAbsent(&["JWT"]);
 
     fn forge(header: &str, payload: &str, sig: &[u8]) -> String {
-        format!("{}.{}.{}", b64::encode(header), b64::encode(payload), b64::encode(sig))
+        format!(
+            "{}.{}.{}",
+            b64::encode(header),
+            b64::encode(payload),
+            b64::encode(sig)
+        )
     }
 
     #[test]
@@ -290,9 +303,18 @@ mod tests {
             (r#"{"alg":"ES384"}"#, Error::AlgorithmNotAllowed),
             (r#"{"typ":"JWT"}"#, Error::AlgorithmNotAllowed),
             (r#"{"alg":["ES256"]}"#, Error::AlgorithmNotAllowed),
-            (r#"{"alg":"ES256","crit":["exp"],"exp":1}"#, Error::CriticalHeader),
-            (r#"{"alg":"ES256","jku":"https://evil.example/jwks"}"#, Error::KeyUrlNotAllowed),
-            (r#"{"alg":"ES256","x5u":"https://evil.example/x"}"#, Error::KeyUrlNotAllowed),
+            (
+                r#"{"alg":"ES256","crit":["exp"],"exp":1}"#,
+                Error::CriticalHeader,
+            ),
+            (
+                r#"{"alg":"ES256","jku":"https://evil.example/jwks"}"#,
+                Error::KeyUrlNotAllowed,
+            ),
+            (
+                r#"{"alg":"ES256","x5u":"https://evil.example/x"}"#,
+                Error::KeyUrlNotAllowed,
+            ),
             (r#"{"alg":"ES256","jwk":{"kty":"EC"}}"#, Error::EmbeddedKey),
             (r#"{"alg":"ES256","x5c":["MIIB"]}"#, Error::EmbeddedKey),
             (r#"{"alg":"ES256","b64":false}"#, Error::UnsupportedHeader),
@@ -315,7 +337,11 @@ mod tests {
         let token = sign_compact(&key, None, false, b"{}").unwrap();
         let (input, sig) = token.rsplit_once('.').unwrap();
         let raw = b64::decode(sig).unwrap();
-        for bad in [&raw[..63], &[raw.as_slice(), &[0]].concat()[..], &[0x30, 0x44, 0x02, 0x20][..]] {
+        for bad in [
+            &raw[..63],
+            &[raw.as_slice(), &[0]].concat()[..],
+            &[0x30, 0x44, 0x02, 0x20][..],
+        ] {
             let forged = format!("{input}.{}", b64::encode(bad));
             let got = UnverifiedJws::parse(&forged, &HeaderPolicy::trusted_key(JWT)).unwrap_err();
             assert_eq!(got, Error::InvalidSignature);
@@ -328,33 +354,62 @@ mod tests {
         let other = SigningKey::generate(Some("k".into())).unwrap();
         let token = sign_compact(&key, None, false, br#"{"amount":1}"#).unwrap();
         let jws = UnverifiedJws::parse(&token, &HeaderPolicy::trusted_key(JWT)).unwrap();
-        assert_eq!(jws.verify(other.public()).unwrap_err(), Error::InvalidSignature);
+        assert_eq!(
+            jws.verify(other.public()).unwrap_err(),
+            Error::InvalidSignature
+        );
 
         let parts: Vec<&str> = token.split('.').collect();
-        let forged = format!("{}.{}.{}", parts[0], b64::encode(br#"{"amount":9}"#), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64::encode(br#"{"amount":9}"#),
+            parts[2]
+        );
         let jws = UnverifiedJws::parse(&forged, &HeaderPolicy::trusted_key(JWT)).unwrap();
-        assert_eq!(jws.verify(key.public()).unwrap_err(), Error::InvalidSignature);
+        assert_eq!(
+            jws.verify(key.public()).unwrap_err(),
+            Error::InvalidSignature
+        );
     }
 
     #[test]
     fn shape_and_size_are_checked() {
         let policy = HeaderPolicy::trusted_key(JWT);
-        assert_eq!(UnverifiedJws::parse("a.b", &policy).unwrap_err(), Error::Malformed);
-        assert_eq!(UnverifiedJws::parse("a.b.c.d", &policy).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            UnverifiedJws::parse("a.b", &policy).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            UnverifiedJws::parse("a.b.c.d", &policy).unwrap_err(),
+            Error::Malformed
+        );
         let huge = "a".repeat(MAX_JWS_LEN + 1);
-        assert_eq!(UnverifiedJws::parse(&huge, &policy).unwrap_err(), Error::TooLarge);
+        assert_eq!(
+            UnverifiedJws::parse(&huge, &policy).unwrap_err(),
+            Error::TooLarge
+        );
         let padded = forge(r#"{"alg":"ES256"}"#, "{}", &[1; 64]).replacen('.', "=.", 1);
-        assert_eq!(UnverifiedJws::parse(&padded, &policy).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            UnverifiedJws::parse(&padded, &policy).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
     fn embedded_key_is_required_when_asked_and_used() {
         let key = SigningKey::generate(None).unwrap();
         let token = sign_compact(&key, Some("dpop+jwt"), true, b"{}").unwrap();
-        let dpop = HeaderPolicy { typ: TypRule::OneOf(&["dpop+jwt"]), embedded_jwk: true };
+        let dpop = HeaderPolicy {
+            typ: TypRule::OneOf(&["dpop+jwt"]),
+            embedded_jwk: true,
+        };
         let jws = UnverifiedJws::parse(&token, &dpop).unwrap();
         assert!(jws.verify_with_embedded_key().is_ok());
         let no_key = sign_compact(&key, Some("dpop+jwt"), false, b"{}").unwrap();
-        assert_eq!(UnverifiedJws::parse(&no_key, &dpop).unwrap_err(), Error::EmbeddedKey);
+        assert_eq!(
+            UnverifiedJws::parse(&no_key, &dpop).unwrap_err(),
+            Error::EmbeddedKey
+        );
     }
 }

@@ -23,14 +23,18 @@ pub struct SigningKey {
 impl SigningKey {
     /// Generates a new key with the system's randomness.
     pub fn generate(kid: Option<String>) -> Result<Self, Error> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| Error::Crypto)?;
+        let pair =
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| Error::Crypto)?;
         Self::from_pair(pair, kid)
     }
 
     /// Imports a private JWK (`kty` `EC`, `crv` `P-256`, `x`, `y`, `d`).
     pub fn from_jwk(value: &Value) -> Result<Self, Error> {
         let obj = value.as_object().ok_or(Error::InvalidKey)?;
-        let d_text = obj.get("d").and_then(Value::as_str).ok_or(Error::InvalidKey)?;
+        let d_text = obj
+            .get("d")
+            .and_then(Value::as_str)
+            .ok_or(Error::InvalidKey)?;
         let d = Zeroizing::new(b64::decode_array::<32>(d_text).map_err(|_| Error::InvalidKey)?);
         let mut public_members = obj.clone();
         public_members.remove("d");
@@ -69,14 +73,20 @@ impl SigningKey {
 
     /// Signs `message`, returning the raw 64-byte `r‖s` signature.
     pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
-        let sig = self.pair.sign(&SystemRandom::new(), message).map_err(|_| Error::Crypto)?;
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), message)
+            .map_err(|_| Error::Crypto)?;
         sig.as_ref().try_into().map_err(|_| Error::Crypto)
     }
 
     /// The private JWK as JSON text, for encrypted storage. Wiped from memory when dropped.
     pub fn to_private_jwk(&self) -> Result<Zeroizing<String>, Error> {
-        let d: EcPrivateKeyBin<'_> =
-            self.pair.private_key().as_be_bytes().map_err(|_| Error::Crypto)?;
+        let d: EcPrivateKeyBin<'_> = self
+            .pair
+            .private_key()
+            .as_be_bytes()
+            .map_err(|_| Error::Crypto)?;
         let mut jwk = self.public.to_value();
         let d_b64 = Zeroizing::new(b64::encode(d.as_ref()));
         if let Value::Object(m) = &mut jwk {
@@ -94,7 +104,9 @@ impl SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +119,10 @@ mod tests {
         let key = SigningKey::generate(Some("k".into())).unwrap();
         let sig = key.sign(b"hello").unwrap();
         assert!(key.public().verify(b"hello", &sig).is_ok());
-        assert_eq!(key.public().verify(b"hellp", &sig), Err(Error::InvalidSignature));
+        assert_eq!(
+            key.public().verify(b"hellp", &sig),
+            Err(Error::InvalidSignature)
+        );
     }
 
     #[test]
@@ -124,7 +139,10 @@ mod tests {
     fn debug_never_shows_the_private_scalar() {
         let key = SigningKey::generate(None).unwrap();
         let text = key.to_private_jwk().unwrap();
-        let d = serde_json::from_str::<Value>(&text).unwrap()["d"].as_str().unwrap().to_owned();
+        let d = serde_json::from_str::<Value>(&text).unwrap()["d"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let shown = format!("{key:?}");
         assert!(!shown.contains(&d));
         assert!(shown.contains("SigningKey"));

@@ -32,7 +32,10 @@ impl KeySet {
 
     /// Builds a set from a JWKS document (`{"keys": [...]}`).
     pub fn from_jwks(value: &serde_json::Value) -> Result<Self, Error> {
-        let keys = value.get("keys").and_then(|k| k.as_array()).ok_or(Error::InvalidKey)?;
+        let keys = value
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or(Error::InvalidKey)?;
         let mut set = KeySet::new();
         for key in keys {
             set.insert(PublicJwk::from_value(key)?)?;

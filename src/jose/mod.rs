@@ -97,7 +97,9 @@ pub mod b64 {
 
     /// Decodes unpadded base64url, refusing padding and non-canonical trailing bits.
     pub fn decode(text: &str) -> Result<Vec<u8>, Error> {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| Error::Malformed)
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| Error::Malformed)
     }
 
     /// Decodes into a fixed-size array; any other length is refused.

@@ -61,21 +61,45 @@ impl CheckoutJwt {
     pub fn verify(raw: &str, merchants: &KeySet, now: i64) -> Result<Self, Error> {
         let policy = HeaderPolicy::trusted_key(TypRule::OneOfOrAbsent(&["JWT"]));
         let jws = UnverifiedJws::parse(raw, &policy).map_err(Error::CheckoutUntrusted)?;
-        let kid = jws.header().kid().ok_or(Error::CheckoutUntrusted(crate::jose::Error::MissingKeyId))?.to_owned();
+        let kid = jws
+            .header()
+            .kid()
+            .ok_or(Error::CheckoutUntrusted(crate::jose::Error::MissingKeyId))?
+            .to_owned();
         let key = merchants.get(&kid).map_err(Error::CheckoutUntrusted)?;
-        let claims = jws.verify(key).map_err(Error::CheckoutUntrusted)?.into_claims();
+        let claims = jws
+            .verify(key)
+            .map_err(Error::CheckoutUntrusted)?
+            .into_claims();
 
-        let wire = WireCheckout::deserialize(Value::Object(claims)).map_err(|_| Error::MalformedCheckout)?;
+        let wire = WireCheckout::deserialize(Value::Object(claims))
+            .map_err(|_| Error::MalformedCheckout)?;
         if let Some(expires_at) = &wire.expires_at {
-            let at = calendar::parse_rfc3339(expires_at, DayEdge::End).map_err(|_| Error::MalformedCheckout)?;
+            let at = calendar::parse_rfc3339(expires_at, DayEdge::End)
+                .map_err(|_| Error::MalformedCheckout)?;
             if now > at {
                 return Err(Error::CheckoutExpired);
             }
         }
         let currency = Currency::from_code(&wire.currency).map_err(|_| Error::MalformedCheckout)?;
         let total = total(&wire.totals, currency)?;
-        let cart = wire.line_items.into_iter().map(|l| CartLine { item_id: l.item.id, quantity: l.quantity }).collect();
-        Ok(CheckoutJwt { hash: sha256_b64(raw.as_bytes()), raw: raw.to_owned(), kid, id: wire.id, merchant: wire.merchant, cart, total })
+        let cart = wire
+            .line_items
+            .into_iter()
+            .map(|l| CartLine {
+                item_id: l.item.id,
+                quantity: l.quantity,
+            })
+            .collect();
+        Ok(CheckoutJwt {
+            hash: sha256_b64(raw.as_bytes()),
+            raw: raw.to_owned(),
+            kid,
+            id: wire.id,
+            merchant: wire.merchant,
+            cart,
+            total,
+        })
     }
 
     /// The compact JWT as presented.
@@ -117,7 +141,9 @@ impl CheckoutJwt {
 fn total(totals: &[WireTotal], currency: Currency) -> Result<Amount, Error> {
     let mut found = totals.iter().filter(|t| t.kind == "total");
     match (found.next(), found.next()) {
-        (Some(t), None) => Amount::from_minor_i64(t.amount, currency).map_err(|_| Error::MalformedCheckout),
+        (Some(t), None) => {
+            Amount::from_minor_i64(t.amount, currency).map_err(|_| Error::MalformedCheckout)
+        }
         _ => Err(Error::MalformedCheckout),
     }
 }

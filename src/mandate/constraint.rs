@@ -145,11 +145,17 @@ impl Constraint {
     /// Parses one constraint object.
     pub fn parse(value: &Value) -> Result<Constraint, Error> {
         let obj = value.as_object().ok_or(Error::Malformed("constraint"))?;
-        let kind = obj.get("type").and_then(Value::as_str).ok_or(Error::Malformed("constraint type"))?;
+        let kind = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(Error::Malformed("constraint type"))?;
         let Some(members) = known_members(kind) else {
             return Ok(Constraint::Unknown(kind.to_owned()));
         };
-        if let Some(extra) = obj.keys().find(|k| *k != "type" && !members.contains(&k.as_str())) {
+        if let Some(extra) = obj
+            .keys()
+            .find(|k| *k != "type" && !members.contains(&k.as_str()))
+        {
             return Ok(Constraint::Unknown(format!("{kind}.{extra}")));
         }
         Self::parse_known(kind, obj).map_err(|_| Error::Malformed("constraint"))
@@ -159,22 +165,32 @@ impl Constraint {
         let bad = |_| Error::Malformed("constraint");
         let field = |name: &'static str| obj.get(name).ok_or(Error::Malformed("constraint"));
         Ok(match kind {
-            "checkout.allowed_merchants" => Constraint::AllowedMerchants(Vec::deserialize(field("allowed")?).map_err(bad)?),
+            "checkout.allowed_merchants" => {
+                Constraint::AllowedMerchants(Vec::deserialize(field("allowed")?).map_err(bad)?)
+            }
             "checkout.line_items" => {
-                let items: Vec<LineItemRequirement> = Vec::deserialize(field("items")?).map_err(bad)?;
+                let items: Vec<LineItemRequirement> =
+                    Vec::deserialize(field("items")?).map_err(bad)?;
                 if items.is_empty() || items.iter().any(|r| r.quantity == 0) {
                     return Err(Error::Malformed("constraint"));
                 }
                 Constraint::LineItems(items)
             }
             "payment.amount_range" => parse_amount_range(obj)?,
-            "payment.allowed_payees" => Constraint::AllowedPayees(Vec::deserialize(field("allowed")?).map_err(bad)?),
-            "payment.allowed_payment_instruments" => {
-                Constraint::AllowedPaymentInstruments(Vec::deserialize(field("allowed")?).map_err(bad)?)
+            "payment.allowed_payees" => {
+                Constraint::AllowedPayees(Vec::deserialize(field("allowed")?).map_err(bad)?)
             }
-            "payment.allowed_pisps" => Constraint::AllowedPisps(Vec::deserialize(field("allowed")?).map_err(bad)?),
+            "payment.allowed_payment_instruments" => Constraint::AllowedPaymentInstruments(
+                Vec::deserialize(field("allowed")?).map_err(bad)?,
+            ),
+            "payment.allowed_pisps" => {
+                Constraint::AllowedPisps(Vec::deserialize(field("allowed")?).map_err(bad)?)
+            }
             "payment.reference" => Constraint::Reference {
-                conditional_transaction_id: String::deserialize(field("conditional_transaction_id")?).map_err(bad)?,
+                conditional_transaction_id: String::deserialize(field(
+                    "conditional_transaction_id",
+                )?)
+                .map_err(bad)?,
             },
             "payment.execution_date" => Constraint::ExecutionDate {
                 not_before: date_bound(obj, "not_before", DayEdge::Start)?,
@@ -182,12 +198,21 @@ impl Constraint {
             },
             "payment.agent_recurrence" => Constraint::AgentRecurrence {
                 frequency: Frequency::deserialize(field("frequency")?).map_err(bad)?,
-                max_occurrences: obj.get("max_occurrences").map(u64::deserialize).transpose().map_err(bad)?,
+                max_occurrences: obj
+                    .get("max_occurrences")
+                    .map(u64::deserialize)
+                    .transpose()
+                    .map_err(bad)?,
             },
             "payment.budget" => {
                 let currency = currency(field("currency")?)?;
-                let max = field("max")?.as_number().ok_or(Error::Malformed("constraint"))?;
-                Constraint::Budget(Amount::from_json_number(max, currency).map_err(|_| Error::Malformed("budget"))?)
+                let max = field("max")?
+                    .as_number()
+                    .ok_or(Error::Malformed("constraint"))?;
+                Constraint::Budget(
+                    Amount::from_json_number(max, currency)
+                        .map_err(|_| Error::Malformed("budget"))?,
+                )
             }
             _ => return Err(Error::Malformed("constraint")),
         })
@@ -214,12 +239,18 @@ impl Constraint {
     pub fn evaluate_checkout(&self, checkout: &CheckoutJwt) -> Result<(), Error> {
         match self {
             Constraint::AllowedMerchants(allowed) => {
-                let merchant = checkout.merchant().ok_or(Error::Violated(Violation::MerchantNotAllowed))?;
-                check(id_allowed(allowed.iter().map(|m| m.id.as_str()), &merchant.id), Violation::MerchantNotAllowed)
+                let merchant = checkout
+                    .merchant()
+                    .ok_or(Error::Violated(Violation::MerchantNotAllowed))?;
+                check(
+                    id_allowed(allowed.iter().map(|m| m.id.as_str()), &merchant.id),
+                    Violation::MerchantNotAllowed,
+                )
             }
-            Constraint::LineItems(requirements) => {
-                check(line_items::satisfied(requirements, checkout.cart()), Violation::LineItemsNotMatched)
-            }
+            Constraint::LineItems(requirements) => check(
+                line_items::satisfied(requirements, checkout.cart()),
+                Violation::LineItemsNotMatched,
+            ),
             _ => Err(Error::UnresolvedConstraint),
         }
     }
@@ -231,30 +262,52 @@ impl Constraint {
         match self {
             Constraint::AmountRange { currency, min, max } => {
                 check(amount.currency() == *currency, Violation::CurrencyMismatch)?;
-                check((*min..=*max).contains(&amount.minor()), Violation::AmountOutOfRange)
+                check(
+                    (*min..=*max).contains(&amount.minor()),
+                    Violation::AmountOutOfRange,
+                )
             }
             Constraint::AllowedPayees(allowed) => check(
                 id_allowed(allowed.iter().map(|m| m.id.as_str()), &closed.payee.id),
                 Violation::PayeeNotAllowed,
             ),
             Constraint::AllowedPaymentInstruments(allowed) => check(
-                id_allowed(allowed.iter().map(|i| i.id.as_str()), &closed.payment_instrument.id),
+                id_allowed(
+                    allowed.iter().map(|i| i.id.as_str()),
+                    &closed.payment_instrument.id,
+                ),
                 Violation::InstrumentNotAllowed,
             ),
             Constraint::AllowedPisps(allowed) => {
                 let ok = closed.pisp.as_ref().is_some_and(|p| allowed.contains(p));
                 check(ok, Violation::PispNotAllowed)
             }
-            Constraint::Reference { conditional_transaction_id } => {
-                let ok = facts.open_checkout_hash.is_some_and(|h| h.as_bytes() == conditional_transaction_id.as_bytes());
+            Constraint::Reference {
+                conditional_transaction_id,
+            } => {
+                let ok = facts
+                    .open_checkout_hash
+                    .is_some_and(|h| h.as_bytes() == conditional_transaction_id.as_bytes());
                 check(ok, Violation::ReferenceMismatch)
             }
-            Constraint::ExecutionDate { not_before, not_after } => execution_date(closed, *not_before, *not_after, facts.now),
-            Constraint::AgentRecurrence { frequency, max_occurrences } => recurrence(*frequency, *max_occurrences, facts),
+            Constraint::ExecutionDate {
+                not_before,
+                not_after,
+            } => execution_date(closed, *not_before, *not_after, facts.now),
+            Constraint::AgentRecurrence {
+                frequency,
+                max_occurrences,
+            } => recurrence(*frequency, *max_occurrences, facts),
             Constraint::Budget(max) => {
-                check(amount.currency() == max.currency(), Violation::CurrencyMismatch)?;
+                check(
+                    amount.currency() == max.currency(),
+                    Violation::CurrencyMismatch,
+                )?;
                 let total = facts.usage.total_minor.checked_add(amount.minor());
-                check(total.is_some_and(|t| t <= max.minor()), Violation::BudgetExceeded)
+                check(
+                    total.is_some_and(|t| t <= max.minor()),
+                    Violation::BudgetExceeded,
+                )
             }
             _ => Err(Error::UnresolvedConstraint),
         }
@@ -263,7 +316,9 @@ impl Constraint {
 
 fn known_members(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
-        "checkout.allowed_merchants" | "payment.allowed_payees" | "payment.allowed_payment_instruments"
+        "checkout.allowed_merchants"
+        | "payment.allowed_payees"
+        | "payment.allowed_payment_instruments"
         | "payment.allowed_pisps" => &["allowed"],
         "checkout.line_items" => &["items"],
         "payment.amount_range" => &["currency", "min", "max"],
@@ -294,30 +349,49 @@ fn currency(value: &Value) -> Result<Currency, Error> {
     Currency::from_code(code).map_err(|_| Error::Malformed("currency"))
 }
 
-fn date_bound(obj: &Map<String, Value>, name: &'static str, edge: DayEdge) -> Result<Option<i64>, Error> {
+fn date_bound(
+    obj: &Map<String, Value>,
+    name: &'static str,
+    edge: DayEdge,
+) -> Result<Option<i64>, Error> {
     match obj.get(name) {
         None => Ok(None),
-        Some(Value::String(text)) => calendar::parse_rfc3339(text, edge).map(Some).map_err(|_| Error::Malformed(name)),
+        Some(Value::String(text)) => calendar::parse_rfc3339(text, edge)
+            .map(Some)
+            .map_err(|_| Error::Malformed(name)),
         Some(_) => Err(Error::Malformed(name)),
     }
 }
 
-fn execution_date(closed: &ClosedPaymentMandate, not_before: Option<i64>, not_after: Option<i64>, now: i64) -> Result<(), Error> {
+fn execution_date(
+    closed: &ClosedPaymentMandate,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    now: i64,
+) -> Result<(), Error> {
     // Absent means "immediately": the window applies to now.
     let when = match &closed.execution_date {
         None => now,
-        Some(text) => calendar::parse_rfc3339(text, DayEdge::Start).map_err(|_| Error::Malformed("execution_date"))?,
+        Some(text) => calendar::parse_rfc3339(text, DayEdge::Start)
+            .map_err(|_| Error::Malformed("execution_date"))?,
     };
     let ok = not_before.is_none_or(|nb| when >= nb) && not_after.is_none_or(|na| when <= na);
     check(ok, Violation::ExecutionDateOutsideWindow)
 }
 
-fn recurrence(frequency: Frequency, max: Option<u64>, facts: &PaymentFacts<'_>) -> Result<(), Error> {
+fn recurrence(
+    frequency: Frequency,
+    max: Option<u64>,
+    facts: &PaymentFacts<'_>,
+) -> Result<(), Error> {
     if let Some(max) = max {
         check(facts.usage.uses < max, Violation::RecurrenceLimitReached)?;
     }
     if let Some(last) = facts.usage.last_use {
-        check(facts.now >= frequency.next_allowed(last), Violation::RecurrenceTooSoon)?;
+        check(
+            facts.now >= frequency.next_allowed(last),
+            Violation::RecurrenceTooSoon,
+        )?;
     }
     Ok(())
 }

@@ -26,14 +26,23 @@ pub struct CartLine {
 pub fn satisfied(requirements: &[LineItemRequirement], cart: &[CartLine]) -> bool {
     let mut skus: BTreeMap<&str, u64> = BTreeMap::new();
     for line in cart {
-        let Some(q) = skus.get(line.item_id.as_str()).copied().unwrap_or(0).checked_add(line.quantity) else {
+        let Some(q) = skus
+            .get(line.item_id.as_str())
+            .copied()
+            .unwrap_or(0)
+            .checked_add(line.quantity)
+        else {
             return false;
         };
         skus.insert(&line.item_id, q);
     }
     let cart_total = skus.values().try_fold(0u64, |acc, q| acc.checked_add(*q));
-    let required = requirements.iter().try_fold(0u64, |acc, r| acc.checked_add(r.quantity));
-    let (Some(cart_total), Some(required)) = (cart_total, required) else { return false };
+    let required = requirements
+        .iter()
+        .try_fold(0u64, |acc, r| acc.checked_add(r.quantity));
+    let (Some(cart_total), Some(required)) = (cart_total, required) else {
+        return false;
+    };
     if cart_total == 0 || cart_total != required || skus.len() + requirements.len() > MAX_NODES {
         return false;
     }
@@ -48,7 +57,11 @@ fn build(skus: &BTreeMap<&str, u64>, requirements: &[LineItemRequirement]) -> Gr
     for (i, (sku, qty)) in skus.iter().enumerate() {
         g.add_edge(0, 1 + i, *qty);
         for (j, req) in requirements.iter().enumerate() {
-            if req.acceptable_items.iter().any(|a| a.id.as_bytes() == sku.as_bytes()) {
+            if req
+                .acceptable_items
+                .iter()
+                .any(|a| a.id.as_bytes() == sku.as_bytes())
+            {
                 g.add_edge(1 + i, 1 + s + j, *qty);
             }
         }
@@ -71,7 +84,10 @@ struct Graph {
 
 impl Graph {
     fn new(n: usize) -> Self {
-        Graph { edges: Vec::new(), adj: vec![Vec::new(); n] }
+        Graph {
+            edges: Vec::new(),
+            adj: vec![Vec::new(); n],
+        }
     }
 
     fn add_edge(&mut self, from: usize, to: usize, cap: u64) {
@@ -128,24 +144,45 @@ mod tests {
     use super::*;
 
     fn req(id: &str, items: &[&str], quantity: u64) -> LineItemRequirement {
-        let acceptable_items =
-            items.iter().map(|i| AcceptableItem { id: (*i).into(), title: String::new() }).collect();
-        LineItemRequirement { id: id.into(), acceptable_items, quantity }
+        let acceptable_items = items
+            .iter()
+            .map(|i| AcceptableItem {
+                id: (*i).into(),
+                title: String::new(),
+            })
+            .collect();
+        LineItemRequirement {
+            id: id.into(),
+            acceptable_items,
+            quantity,
+        }
     }
 
     fn cart(lines: &[(&str, u64)]) -> Vec<CartLine> {
-        lines.iter().map(|(i, q)| CartLine { item_id: (*i).into(), quantity: *q }).collect()
+        lines
+            .iter()
+            .map(|(i, q)| CartLine {
+                item_id: (*i).into(),
+                quantity: *q,
+            })
+            .collect()
     }
 
     #[test]
     fn exact_match_is_satisfied() {
-        let reqs = [req("boot", &["boot42", "boot42w"], 1), req("sock", &["sock"], 2)];
+        let reqs = [
+            req("boot", &["boot42", "boot42w"], 1),
+            req("sock", &["sock"], 2),
+        ];
         assert!(satisfied(&reqs, &cart(&[("boot42", 1), ("sock", 2)])));
     }
 
     #[test]
     fn short_quantity_is_not_satisfied() {
-        assert!(!satisfied(&[req("boot", &["boot42"], 2)], &cart(&[("boot42", 1)])));
+        assert!(!satisfied(
+            &[req("boot", &["boot42"], 2)],
+            &cart(&[("boot42", 1)])
+        ));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! its precise reason for our logs and maps to one AP2 code for the wire. Replay and spending
 //! state are not kept here: the caller passes [`Usage`] in and records the decision itself.
 
+pub mod build;
 mod checkout;
 mod constraint;
+pub mod describe;
 mod line_items;
 mod receipt;
 mod types;
@@ -16,14 +18,19 @@ pub mod v01;
 mod verify;
 
 pub use checkout::CheckoutJwt;
-pub use constraint::{AcceptableItem, Constraint, Frequency, LineItemRequirement, PaymentFacts, Usage};
+pub use constraint::{
+    AcceptableItem, Constraint, Frequency, LineItemRequirement, PaymentFacts, Usage,
+};
 pub use line_items::CartLine;
 pub use receipt::{CheckoutReceipt, PaymentReceipt, ReceiptStatus};
 pub use types::{
-    amount_value, ClosedCheckoutMandate, ClosedPaymentMandate, Merchant, OpenCheckoutMandate, OpenPaymentMandate,
-    PaymentInstrument, PaymentPreset, Pisp, Vct,
+    amount_value, ClosedCheckoutMandate, ClosedPaymentMandate, Merchant, OpenCheckoutMandate,
+    OpenPaymentMandate, PaymentInstrument, PaymentPreset, Pisp, Vct,
 };
-pub use verify::{PaymentBindings, Policy, PolicyError, Trust, VerifiedCheckoutMandate, VerifiedPaymentMandate, Verifier};
+pub use verify::{
+    PaymentBindings, Policy, PolicyError, Trust, VerifiedCheckoutMandate, VerifiedPaymentMandate,
+    Verifier,
+};
 
 use crate::{jose, sdjwt};
 
@@ -56,8 +63,12 @@ impl Ap2Code {
         match self {
             Ap2Code::InvalidCredential => "The mandate could not be verified.",
             Ap2Code::InvalidMandate => "The mandate does not approve this action.",
-            Ap2Code::UnresolvedConstraint => "The mandate has a constraint this verifier cannot evaluate.",
-            Ap2Code::MandatesNotSupported => "This verifier does not accept mandates for this action.",
+            Ap2Code::UnresolvedConstraint => {
+                "The mandate has a constraint this verifier cannot evaluate."
+            }
+            Ap2Code::MandatesNotSupported => {
+                "This verifier does not accept mandates for this action."
+            }
         }
     }
 }
@@ -168,9 +179,10 @@ impl Error {
     /// The AP2 code this refusal maps to.
     pub fn code(&self) -> Ap2Code {
         match self {
-            Error::Chain(_) | Error::WrongVct | Error::Malformed(_) | Error::IssuerSignedClosedNotAllowed => {
-                Ap2Code::InvalidCredential
-            }
+            Error::Chain(_)
+            | Error::WrongVct
+            | Error::Malformed(_)
+            | Error::IssuerSignedClosedNotAllowed => Ap2Code::InvalidCredential,
             Error::UnresolvedConstraint => Ap2Code::UnresolvedConstraint,
             _ => Ap2Code::InvalidMandate,
         }

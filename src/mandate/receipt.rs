@@ -106,7 +106,8 @@ mod tests {
             error_description: Some("The mandate does not approve this action.".into()),
         };
         let jwt = receipt.sign(&key).unwrap();
-        let jws = UnverifiedJws::parse(&jwt, &HeaderPolicy::trusted_key(TypRule::OneOf(&["JWT"]))).unwrap();
+        let jws = UnverifiedJws::parse(&jwt, &HeaderPolicy::trusted_key(TypRule::OneOf(&["JWT"])))
+            .unwrap();
         let claims = jws.verify(key.public()).unwrap().into_claims();
         assert_eq!(claims["status"], "Error");
         assert_eq!(claims["error"], "invalid_mandate");

@@ -163,14 +163,19 @@ pub struct ClosedPaymentMandate {
 }
 
 impl OpenCheckoutMandate {
-    pub(crate) fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+    /// Reads the content of a (resolved) mandate object; this checks shape and type only.
+    pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
         Vct::expect(obj, Vct::CheckoutOpen)?;
-        Ok(OpenCheckoutMandate { constraints: constraints(obj)?, cnf: cnf(obj)? })
+        Ok(OpenCheckoutMandate {
+            constraints: constraints(obj)?,
+            cnf: cnf(obj)?,
+        })
     }
 }
 
 impl ClosedCheckoutMandate {
-    pub(crate) fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+    /// Reads the content of a (resolved) mandate object; this checks shape and type only.
+    pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
         Vct::expect(obj, Vct::Checkout)?;
         let checkout_jwt = match obj.get("checkout_jwt") {
             None => None,
@@ -178,26 +183,37 @@ impl ClosedCheckoutMandate {
             Some(_) => return Err(Error::Malformed("checkout_jwt")),
         };
         let checkout_hash = string(obj, "checkout_hash")?;
-        Ok(ClosedCheckoutMandate { checkout_jwt, checkout_hash })
+        Ok(ClosedCheckoutMandate {
+            checkout_jwt,
+            checkout_hash,
+        })
     }
 }
 
 impl OpenPaymentMandate {
-    pub(crate) fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+    /// Reads the content of a (resolved) mandate object; this checks shape and type only.
+    pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
         Vct::expect(obj, Vct::PaymentOpen)?;
         let preset = PaymentPreset {
             payee: optional(obj, "payee")?,
-            payment_amount: optional::<WireAmount>(obj, "payment_amount")?.map(amount).transpose()?,
+            payment_amount: optional::<WireAmount>(obj, "payment_amount")?
+                .map(amount)
+                .transpose()?,
             payment_instrument: optional(obj, "payment_instrument")?,
             pisp: optional(obj, "pisp")?,
             execution_date: optional(obj, "execution_date")?,
         };
-        Ok(OpenPaymentMandate { constraints: constraints(obj)?, cnf: cnf(obj)?, preset })
+        Ok(OpenPaymentMandate {
+            constraints: constraints(obj)?,
+            cnf: cnf(obj)?,
+            preset,
+        })
     }
 }
 
 impl ClosedPaymentMandate {
-    pub(crate) fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+    /// Reads the content of a (resolved) mandate object; this checks shape and type only.
+    pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
         Vct::expect(obj, Vct::Payment)?;
         let wire: WireAmount = required(obj, "payment_amount")?;
         Ok(ClosedPaymentMandate {
@@ -215,14 +231,20 @@ impl ClosedPaymentMandate {
         let mut m = Map::new();
         m.insert("vct".into(), Vct::Payment.as_str().into());
         m.insert("transaction_id".into(), self.transaction_id.clone().into());
-        m.insert("payee".into(), serde_json::to_value(&self.payee).unwrap_or(Value::Null));
+        m.insert(
+            "payee".into(),
+            serde_json::to_value(&self.payee).unwrap_or(Value::Null),
+        );
         m.insert("payment_amount".into(), amount_value(&self.payment_amount));
         m.insert(
             "payment_instrument".into(),
             serde_json::to_value(&self.payment_instrument).unwrap_or(Value::Null),
         );
         if let Some(pisp) = &self.pisp {
-            m.insert("pisp".into(), serde_json::to_value(pisp).unwrap_or(Value::Null));
+            m.insert(
+                "pisp".into(),
+                serde_json::to_value(pisp).unwrap_or(Value::Null),
+            );
         }
         if let Some(date) = &self.execution_date {
             m.insert("execution_date".into(), date.clone().into());
@@ -242,12 +264,18 @@ fn amount(wire: WireAmount) -> Result<Amount, Error> {
 }
 
 fn constraints(obj: &Map<String, Value>) -> Result<Vec<Constraint>, Error> {
-    let list = obj.get("constraints").and_then(Value::as_array).ok_or(Error::Malformed("constraints"))?;
+    let list = obj
+        .get("constraints")
+        .and_then(Value::as_array)
+        .ok_or(Error::Malformed("constraints"))?;
     list.iter().map(Constraint::parse).collect()
 }
 
 fn cnf(obj: &Map<String, Value>) -> Result<PublicJwk, Error> {
-    let jwk = obj.get("cnf").and_then(|c| c.get("jwk")).ok_or(Error::Malformed("cnf"))?;
+    let jwk = obj
+        .get("cnf")
+        .and_then(|c| c.get("jwk"))
+        .ok_or(Error::Malformed("cnf"))?;
     PublicJwk::from_value(jwk).map_err(|_| Error::Malformed("cnf"))
 }
 
@@ -258,11 +286,19 @@ fn string(obj: &Map<String, Value>, name: &'static str) -> Result<String, Error>
     }
 }
 
-fn required<T: for<'de> Deserialize<'de>>(obj: &Map<String, Value>, name: &'static str) -> Result<T, Error> {
+fn required<T: for<'de> Deserialize<'de>>(
+    obj: &Map<String, Value>,
+    name: &'static str,
+) -> Result<T, Error> {
     let value = obj.get(name).ok_or(Error::Malformed(name))?;
     T::deserialize(value).map_err(|_| Error::Malformed(name))
 }
 
-fn optional<T: for<'de> Deserialize<'de>>(obj: &Map<String, Value>, name: &'static str) -> Result<Option<T>, Error> {
-    obj.get(name).map(|v| T::deserialize(v).map_err(|_| Error::Malformed(name))).transpose()
+fn optional<T: for<'de> Deserialize<'de>>(
+    obj: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<T>, Error> {
+    obj.get(name)
+        .map(|v| T::deserialize(v).map_err(|_| Error::Malformed(name)))
+        .transpose()
 }

@@ -124,7 +124,8 @@ pub struct PaymentResponse {
 
 /// Reads a v0.1 object of type `T` from JSON text.
 pub fn read<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, V01Error> {
-    let value = crate::json::parse(text.as_bytes(), 256 * 1024).map_err(|e| V01Error::Malformed(e.to_string()))?;
+    let value = crate::json::parse(text.as_bytes(), 256 * 1024)
+        .map_err(|e| V01Error::Malformed(e.to_string()))?;
     T::deserialize(value).map_err(|e| V01Error::Malformed(e.to_string()))
 }
 
@@ -141,7 +142,10 @@ impl IntentMandate {
     pub fn to_open_checkout(&self) -> Result<Value, V01Error> {
         let mut constraints = Vec::new();
         if let Some(merchants) = &self.merchants {
-            let allowed: Vec<Value> = merchants.iter().map(|m| json!({"id": m, "name": m})).collect();
+            let allowed: Vec<Value> = merchants
+                .iter()
+                .map(|m| json!({"id": m, "name": m}))
+                .collect();
             constraints.push(json!({"type": "checkout.allowed_merchants", "allowed": allowed}));
         }
         if let Some(skus) = &self.skus {
@@ -150,18 +154,27 @@ impl IntentMandate {
             constraints.push(json!({"type": "checkout.line_items",
                 "items": [{"id": "intent", "acceptable_items": items, "quantity": 1}]}));
         }
-        let exp = calendar::parse_rfc3339(&self.intent_expiry, DayEdge::End).map_err(|_| V01Error::Date)?;
+        let exp = calendar::parse_rfc3339(&self.intent_expiry, DayEdge::End)
+            .map_err(|_| V01Error::Date)?;
         Ok(json!({"vct": "mandate.checkout.open.1", "constraints": constraints, "exp": exp}))
     }
 
     /// The open payment contents carrying the v0.1 budget, when there is one.
     pub fn to_open_payment(&self) -> Result<Option<Value>, V01Error> {
-        let Some(budget) = &self.budget else { return Ok(None) };
+        let Some(budget) = &self.budget else {
+            return Ok(None);
+        };
         let amount = budget.to_amount()?;
-        let max: Number = amount.to_major_string().parse().map_err(|_| V01Error::Malformed("budget".into()))?;
-        let exp = calendar::parse_rfc3339(&self.intent_expiry, DayEdge::End).map_err(|_| V01Error::Date)?;
-        Ok(Some(json!({"vct": "mandate.payment.open.1", "exp": exp, "constraints": [
-            {"type": "payment.budget", "max": max, "currency": amount.currency().code()}]})))
+        let max: Number = amount
+            .to_major_string()
+            .parse()
+            .map_err(|_| V01Error::Malformed("budget".into()))?;
+        let exp = calendar::parse_rfc3339(&self.intent_expiry, DayEdge::End)
+            .map_err(|_| V01Error::Date)?;
+        Ok(Some(
+            json!({"vct": "mandate.payment.open.1", "exp": exp, "constraints": [
+            {"type": "payment.budget", "max": max, "currency": amount.currency().code()}]}),
+        ))
     }
 }
 
@@ -180,22 +193,35 @@ impl CartMandate {
                 "item": {"id": item.label, "title": item.label, "price": price.minor()},
                 "quantity": 1, "totals": [{"type": "total", "amount": price.minor()}]}));
         }
-        Ok(json!({"id": c.id, "merchant": {"id": c.merchant_name, "name": c.merchant_name},
+        Ok(
+            json!({"id": c.id, "merchant": {"id": c.merchant_name, "name": c.merchant_name},
             "line_items": lines, "status": "ready_for_complete", "currency": total.currency().code(),
-            "totals": [{"type": "total", "amount": total.minor()}], "links": []}))
+            "totals": [{"type": "total", "amount": total.minor()}], "links": []}),
+        )
     }
 }
 
 impl PaymentMandate {
     /// The closed payment contents, bound to the checkout JWT whose hash is `transaction_id`.
-    pub fn to_closed_payment(&self, transaction_id: &str) -> Result<ClosedPaymentMandate, V01Error> {
+    pub fn to_closed_payment(
+        &self,
+        transaction_id: &str,
+    ) -> Result<ClosedPaymentMandate, V01Error> {
         let c = &self.payment_mandate_contents;
         let method = &c.payment_response.method_name;
         Ok(ClosedPaymentMandate {
             transaction_id: transaction_id.to_owned(),
-            payee: Merchant { id: c.merchant_agent.clone(), name: c.merchant_agent.clone(), website: None },
+            payee: Merchant {
+                id: c.merchant_agent.clone(),
+                name: c.merchant_agent.clone(),
+                website: None,
+            },
             payment_amount: c.payment_details_total.amount.to_amount()?,
-            payment_instrument: PaymentInstrument { id: method.clone(), kind: method.clone(), description: None },
+            payment_instrument: PaymentInstrument {
+                id: method.clone(),
+                kind: method.clone(),
+                description: None,
+            },
             pisp: None,
             execution_date: None,
         })
@@ -204,7 +230,12 @@ impl PaymentMandate {
 
 /// The payment amount of a v0.1 payment mandate as v0.2 JSON.
 pub fn payment_amount_value(m: &PaymentMandate) -> Result<Value, V01Error> {
-    Ok(amount_value(&m.payment_mandate_contents.payment_details_total.amount.to_amount()?))
+    Ok(amount_value(
+        &m.payment_mandate_contents
+            .payment_details_total
+            .amount
+            .to_amount()?,
+    ))
 }
 
 #[cfg(test)]
@@ -213,33 +244,51 @@ mod tests {
 
     #[test]
     fn float_amounts_convert_exactly_or_are_refused() {
-        let ok: PaymentCurrencyAmount = serde_json::from_str(r#"{"currency":"USD","value":19.99}"#).unwrap();
+        let ok: PaymentCurrencyAmount =
+            serde_json::from_str(r#"{"currency":"USD","value":19.99}"#).unwrap();
         assert_eq!(ok.to_amount().unwrap().minor(), 1999);
-        let jpy: PaymentCurrencyAmount = serde_json::from_str(r#"{"currency":"JPY","value":1500.5}"#).unwrap();
-        assert_eq!(jpy.to_amount(), Err(V01Error::Amount(MoneyError::TooManyFractionDigits)));
-        let kwd: PaymentCurrencyAmount = serde_json::from_str(r#"{"currency":"KWD","value":1.5}"#).unwrap();
+        let jpy: PaymentCurrencyAmount =
+            serde_json::from_str(r#"{"currency":"JPY","value":1500.5}"#).unwrap();
+        assert_eq!(
+            jpy.to_amount(),
+            Err(V01Error::Amount(MoneyError::TooManyFractionDigits))
+        );
+        let kwd: PaymentCurrencyAmount =
+            serde_json::from_str(r#"{"currency":"KWD","value":1.5}"#).unwrap();
         assert_eq!(kwd.to_amount().unwrap().minor(), 1500);
     }
 
     #[test]
     fn intent_translates_to_open_mandates() {
-        let intent: IntentMandate = read(r#"{"natural_language_description":"boots",
+        let intent: IntentMandate = read(
+            r#"{"natural_language_description":"boots",
             "merchants":["Northwind"],"skus":["boot42"],"intent_expiry":"2026-06-01T00:00:00Z",
-            "budget":{"currency":"JPY","value":15000},"user_cart_confirmation_required":false}"#).unwrap();
+            "budget":{"currency":"JPY","value":15000},"user_cart_confirmation_required":false}"#,
+        )
+        .unwrap();
         let open = intent.to_open_checkout().unwrap();
         assert_eq!(open["constraints"][0]["allowed"][0]["id"], "Northwind");
-        assert_eq!(open["constraints"][1]["items"][0]["acceptable_items"][0]["id"], "boot42");
+        assert_eq!(
+            open["constraints"][1]["items"][0]["acceptable_items"][0]["id"],
+            "boot42"
+        );
         let pay = intent.to_open_payment().unwrap().unwrap();
-        assert_eq!(pay["constraints"][0], json!({"type":"payment.budget","max":15000,"currency":"JPY"}));
+        assert_eq!(
+            pay["constraints"][0],
+            json!({"type":"payment.budget","max":15000,"currency":"JPY"})
+        );
     }
 
     #[test]
     fn cart_and_payment_translate() {
-        let cart: CartMandate = read(r#"{"contents":{"id":"cart_1","merchant_name":"Northwind",
+        let cart: CartMandate = read(
+            r#"{"contents":{"id":"cart_1","merchant_name":"Northwind",
             "user_cart_confirmation_required":true,"cart_expiry":"2026-06-01T00:00:00Z",
             "payment_request":{"method_data":[],"details":{"id":"d1",
             "display_items":[{"label":"Boot","amount":{"currency":"USD","value":129.0}}],
-            "total":{"label":"Total","amount":{"currency":"USD","value":129.0}}}}}}"#).unwrap();
+            "total":{"label":"Total","amount":{"currency":"USD","value":129.0}}}}}}"#,
+        )
+        .unwrap();
         let checkout = cart.to_checkout().unwrap();
         assert_eq!(checkout["totals"][0]["amount"], 12900);
         assert_eq!(checkout["line_items"][0]["item"]["price"], 12900);
@@ -250,6 +299,9 @@ mod tests {
             "payment_response":{"request_id":"d1","method_name":"CARD"}}}"#).unwrap();
         let closed = pm.to_closed_payment("tx").unwrap();
         assert_eq!(closed.payment_amount.minor(), 12900);
-        assert_eq!(payment_amount_value(&pm).unwrap(), json!({"amount":12900,"currency":"USD"}));
+        assert_eq!(
+            payment_amount_value(&pm).unwrap(),
+            json!({"amount":12900,"currency":"USD"})
+        );
     }
 }

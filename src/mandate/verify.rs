@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 
 use super::checkout::CheckoutJwt;
 use super::constraint::{Constraint, PaymentFacts, Usage};
-use super::types::{ClosedCheckoutMandate, ClosedPaymentMandate, OpenCheckoutMandate, OpenPaymentMandate, PaymentPreset};
+use super::types::{
+    ClosedCheckoutMandate, ClosedPaymentMandate, OpenCheckoutMandate, OpenPaymentMandate,
+    PaymentPreset,
+};
 use super::{Error, Violation};
 use crate::jose::{KeySet, PublicJwk};
 use crate::sdjwt::{ChainPolicy, Challenge, UnverifiedChain, VerifiedChain};
@@ -96,7 +99,13 @@ impl Policy {
                 return Err(PolicyError::RequiredConstraint(name.clone()));
             }
         }
-        Ok(Policy { chain, allow_issuer_signed_closed, bind_payment_to_checkout, required_checkout, required_payment })
+        Ok(Policy {
+            chain,
+            allow_issuer_signed_closed,
+            bind_payment_to_checkout,
+            required_checkout,
+            required_payment,
+        })
     }
 
     /// The chain rules.
@@ -151,23 +160,38 @@ impl Verifier<'_> {
     ) -> Result<VerifiedCheckoutMandate, Error> {
         let chain = self.verify_chain(chain, challenge, now)?;
         let (opens, last) = split(&chain);
-        let open = opens.iter().map(|d| OpenCheckoutMandate::from_delegate(d)).collect::<Result<Vec<_>, _>>()?;
+        let open = opens
+            .iter()
+            .map(|d| OpenCheckoutMandate::from_delegate(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let closed = ClosedCheckoutMandate::from_delegate(last)?;
 
         if closed.checkout_hash.as_bytes() != checkout.hash().as_bytes() {
             return Err(Error::CheckoutHashMismatch);
         }
-        if closed.checkout_jwt.as_deref().is_some_and(|jwt| jwt.as_bytes() != checkout.raw().as_bytes()) {
+        if closed
+            .checkout_jwt
+            .as_deref()
+            .is_some_and(|jwt| jwt.as_bytes() != checkout.raw().as_bytes())
+        {
             return Err(Error::CheckoutJwtMismatch);
         }
 
         let constraints: Vec<&Constraint> = open.iter().flat_map(|o| &o.constraints).collect();
-        check_required(&constraints, &self.policy.required_checkout, !open.is_empty())?;
+        check_required(
+            &constraints,
+            &self.policy.required_checkout,
+            !open.is_empty(),
+        )?;
         check_known(&constraints)?;
         for c in constraints {
             c.evaluate_checkout(checkout)?;
         }
-        Ok(VerifiedCheckoutMandate { chain, open, closed })
+        Ok(VerifiedCheckoutMandate {
+            chain,
+            open,
+            closed,
+        })
     }
 
     /// Verifies a payment mandate chain against the order it pays and the usage so far.
@@ -181,21 +205,37 @@ impl Verifier<'_> {
     ) -> Result<VerifiedPaymentMandate, Error> {
         let chain = self.verify_chain(chain, challenge, now)?;
         let (opens, last) = split(&chain);
-        let open = opens.iter().map(|d| OpenPaymentMandate::from_delegate(d)).collect::<Result<Vec<_>, _>>()?;
+        let open = opens
+            .iter()
+            .map(|d| OpenPaymentMandate::from_delegate(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let closed = ClosedPaymentMandate::from_delegate(last)?;
         self.check_payment_bindings(&closed, bindings.checkout)?;
 
         let constraints: Vec<&Constraint> = open.iter().flat_map(|o| &o.constraints).collect();
-        check_required(&constraints, &self.policy.required_payment, !open.is_empty())?;
+        check_required(
+            &constraints,
+            &self.policy.required_payment,
+            !open.is_empty(),
+        )?;
         check_known(&constraints)?;
         for o in &open {
             check_preset(&o.preset, &closed)?;
         }
-        let facts = PaymentFacts { closed: &closed, open_checkout_hash: bindings.open_checkout_hash, usage, now };
+        let facts = PaymentFacts {
+            closed: &closed,
+            open_checkout_hash: bindings.open_checkout_hash,
+            usage,
+            now,
+        };
         for c in constraints {
             c.evaluate_payment(&facts)?;
         }
-        Ok(VerifiedPaymentMandate { chain, open, closed })
+        Ok(VerifiedPaymentMandate {
+            chain,
+            open,
+            closed,
+        })
     }
 
     fn verify_chain(
@@ -210,7 +250,11 @@ impl Verifier<'_> {
         Ok(chain.verify(&self.policy.chain, &self.trust.issuers, challenge, now)?)
     }
 
-    fn check_payment_bindings(&self, closed: &ClosedPaymentMandate, checkout: &CheckoutJwt) -> Result<(), Error> {
+    fn check_payment_bindings(
+        &self,
+        closed: &ClosedPaymentMandate,
+        checkout: &CheckoutJwt,
+    ) -> Result<(), Error> {
         if closed.transaction_id.as_bytes() != checkout.hash().as_bytes() {
             return Err(Error::TransactionIdMismatch);
         }
@@ -280,11 +324,18 @@ impl VerifiedPaymentMandate {
 /// Splits a verified chain into the open mandates and the closed one.
 fn split(chain: &VerifiedChain) -> (Vec<&Map<String, Value>>, &Map<String, Value>) {
     let hops = chain.hops();
-    let opens = hops[..hops.len() - 1].iter().map(|h| h.delegate()).collect();
+    let opens = hops[..hops.len() - 1]
+        .iter()
+        .map(|h| h.delegate())
+        .collect();
     (opens, chain.last().delegate())
 }
 
-fn check_required(constraints: &[&Constraint], required: &[String], has_open: bool) -> Result<(), Error> {
+fn check_required(
+    constraints: &[&Constraint],
+    required: &[String],
+    has_open: bool,
+) -> Result<(), Error> {
     if !has_open {
         return Ok(());
     }
@@ -297,18 +348,35 @@ fn check_required(constraints: &[&Constraint], required: &[String], has_open: bo
 }
 
 fn check_known(constraints: &[&Constraint]) -> Result<(), Error> {
-    if constraints.iter().any(|c| matches!(c, Constraint::Unknown(_))) {
+    if constraints
+        .iter()
+        .any(|c| matches!(c, Constraint::Unknown(_)))
+    {
         return Err(Error::UnresolvedConstraint);
     }
     Ok(())
 }
 
 fn check_preset(preset: &PaymentPreset, closed: &ClosedPaymentMandate) -> Result<(), Error> {
-    let ok = preset.payee.as_ref().is_none_or(|p| p.id.as_bytes() == closed.payee.id.as_bytes())
-        && preset.payment_amount.is_none_or(|a| a == closed.payment_amount)
-        && preset.payment_instrument.as_ref().is_none_or(|i| *i == closed.payment_instrument)
-        && preset.pisp.as_ref().is_none_or(|p| Some(p) == closed.pisp.as_ref())
-        && preset.execution_date.as_ref().is_none_or(|d| Some(d) == closed.execution_date.as_ref());
+    let ok = preset
+        .payee
+        .as_ref()
+        .is_none_or(|p| p.id.as_bytes() == closed.payee.id.as_bytes())
+        && preset
+            .payment_amount
+            .is_none_or(|a| a == closed.payment_amount)
+        && preset
+            .payment_instrument
+            .as_ref()
+            .is_none_or(|i| *i == closed.payment_instrument)
+        && preset
+            .pisp
+            .as_ref()
+            .is_none_or(|p| Some(p) == closed.pisp.as_ref())
+        && preset
+            .execution_date
+            .as_ref()
+            .is_none_or(|d| Some(d) == closed.execution_date.as_ref());
     if ok {
         Ok(())
     } else {

@@ -11,7 +11,9 @@
 use serde_json::{Map, Value};
 
 use super::{resolve, Disclosure, Error, MAX_CHAIN_LEN, MAX_DISCLOSURES, MAX_HOPS};
-use crate::jose::{self, ct_eq, sha256_b64, HeaderPolicy, KeySet, PublicJwk, SigningKey, TypRule, UnverifiedJws};
+use crate::jose::{
+    self, ct_eq, sha256_b64, HeaderPolicy, KeySet, PublicJwk, SigningKey, TypRule, UnverifiedJws,
+};
 
 const CLOSING_TYPS: &[&str] = &["kb+sd-jwt", "kb-sd-jwt"];
 const INTERMEDIATE_TYPS: &[&str] = &["kb+sd-jwt+kb", "kb-sd-jwt+kb"];
@@ -32,7 +34,11 @@ impl Default for ChainPolicy {
         ChainPolicy {
             // `example+sd-jwt` is what the AP2 reference SDK writes; `dc+sd-jwt` what RFC 9901
             // tooling writes today.
-            root_typs: vec!["dc+sd-jwt".into(), "vc+sd-jwt".into(), "example+sd-jwt".into()],
+            root_typs: vec![
+                "dc+sd-jwt".into(),
+                "vc+sd-jwt".into(),
+                "example+sd-jwt".into(),
+            ],
             skew: 60,
             max_closing_age: 300,
         }
@@ -90,7 +96,9 @@ impl<'a> UnverifiedChain<'a> {
                 return Err(Error::TooLarge);
             }
             // A segment ends at the first `~` of the next `~~`, or at the final `~`.
-            let end = chain[start..].find("~~").map_or(chain.len(), |i| start + i + 1);
+            let end = chain[start..]
+                .find("~~")
+                .map_or(chain.len(), |i| start + i + 1);
             segments.push(Segment::parse(&chain[start..end])?);
             start = end + 1;
         }
@@ -98,6 +106,15 @@ impl<'a> UnverifiedChain<'a> {
             return Err(Error::Malformed);
         }
         Ok(UnverifiedChain { segments })
+    }
+
+    /// Each hop's JWT, disclosures and presented text, for [`crate::danger`] only.
+    pub(crate) fn insecure_parts(
+        &self,
+    ) -> impl Iterator<Item = (&'a str, &[&'a str], &'a str)> + '_ {
+        self.segments
+            .iter()
+            .map(|s| (s.jwt, s.disclosures.as_slice(), s.text))
     }
 
     /// How many hops the chain has, root included.
@@ -124,7 +141,11 @@ impl<'a> UnverifiedChain<'a> {
         let root = self.verify_root(policy, issuers, now)?;
         let mut hops = vec![root];
         for (i, segment) in self.segments.iter().enumerate().skip(1) {
-            let kind = if i == last { HopKind::Closing } else { HopKind::Intermediate };
+            let kind = if i == last {
+                HopKind::Closing
+            } else {
+                HopKind::Intermediate
+            };
             let previous = &self.segments[i - 1];
             let key = hops[i - 1].confirmation_key()?;
             let hop = segment.verify_hop(kind, &key, previous, policy, now)?;
@@ -136,15 +157,28 @@ impl<'a> UnverifiedChain<'a> {
         Ok(VerifiedChain { hops })
     }
 
-    fn verify_root(&self, policy: &ChainPolicy, issuers: &KeySet, now: i64) -> Result<VerifiedHop, Error> {
+    fn verify_root(
+        &self,
+        policy: &ChainPolicy,
+        issuers: &KeySet,
+        now: i64,
+    ) -> Result<VerifiedHop, Error> {
         let segment = &self.segments[0];
         let typs: Vec<&str> = policy.root_typs.iter().map(String::as_str).collect();
-        let jws = UnverifiedJws::parse(segment.jwt, &HeaderPolicy::trusted_key(TypRule::OneOf(&typs)))?;
+        let jws = UnverifiedJws::parse(
+            segment.jwt,
+            &HeaderPolicy::trusted_key(TypRule::OneOf(&typs)),
+        )?;
         let kid = jws.header().kid().ok_or(Error::UntrustedIssuer)?.to_owned();
         let key = issuers.get(&kid).map_err(|_| Error::UntrustedIssuer)?;
         let verified = jws.verify(key)?;
         let signed_hash = sha256_b64(verified.signing_input().as_bytes());
-        let hop = segment.finish(HopKind::Root, Some(kid), verified.into_claims(), signed_hash)?;
+        let hop = segment.finish(
+            HopKind::Root,
+            Some(kid),
+            verified.into_claims(),
+            signed_hash,
+        )?;
         check_times(&hop.claims, policy, now)?;
         check_times(&hop.delegate, policy, now)?;
         Ok(hop)
@@ -155,7 +189,10 @@ impl<'a> Segment<'a> {
     fn parse(text: &'a str) -> Result<Self, Error> {
         let body = text.strip_suffix('~').ok_or(Error::Malformed)?;
         let mut parts = body.split('~');
-        let jwt = parts.next().filter(|j| !j.is_empty()).ok_or(Error::Malformed)?;
+        let jwt = parts
+            .next()
+            .filter(|j| !j.is_empty())
+            .ok_or(Error::Malformed)?;
         let disclosures: Vec<&str> = parts.collect();
         if disclosures.len() > MAX_DISCLOSURES {
             return Err(Error::TooLarge);
@@ -163,7 +200,11 @@ impl<'a> Segment<'a> {
         if disclosures.iter().any(|d| d.is_empty()) {
             return Err(Error::Malformed);
         }
-        Ok(Segment { text, jwt, disclosures })
+        Ok(Segment {
+            text,
+            jwt,
+            disclosures,
+        })
     }
 
     fn verify_hop(
@@ -174,7 +215,11 @@ impl<'a> Segment<'a> {
         policy: &ChainPolicy,
         now: i64,
     ) -> Result<VerifiedHop, Error> {
-        let typs = if kind == HopKind::Closing { CLOSING_TYPS } else { INTERMEDIATE_TYPS };
+        let typs = if kind == HopKind::Closing {
+            CLOSING_TYPS
+        } else {
+            INTERMEDIATE_TYPS
+        };
         let header_policy = HeaderPolicy::trusted_key(TypRule::OneOf(typs));
         let jws = UnverifiedJws::parse(self.jwt, &header_policy).map_err(|e| match e {
             jose::Error::UnexpectedType => Error::HopTypeMismatch,
@@ -190,7 +235,11 @@ impl<'a> Segment<'a> {
         for name in ["aud", "nonce"] {
             non_empty_string(&hop.claims, name)?;
         }
-        let iat = hop.claims.get("iat").and_then(Value::as_i64).ok_or(Error::MissingClaim("iat"))?;
+        let iat = hop
+            .claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or(Error::MissingClaim("iat"))?;
         check_times(&hop.claims, policy, now)?;
         check_times(&hop.delegate, policy, now)?;
         if kind == HopKind::Closing && now.saturating_sub(iat) > policy.max_closing_age {
@@ -211,8 +260,11 @@ impl<'a> Segment<'a> {
         payload: Map<String, Value>,
         signed_hash: String,
     ) -> Result<VerifiedHop, Error> {
-        let disclosures =
-            self.disclosures.iter().map(|d| Disclosure::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        let disclosures = self
+            .disclosures
+            .iter()
+            .map(|d| Disclosure::parse(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut claims = resolve(payload, &disclosures)?;
         let delegate = match claims.remove("delegate_payload") {
             Some(Value::Array(mut items)) if items.len() == 1 => match items.pop() {
@@ -370,7 +422,10 @@ fn check_times(claims: &Map<String, Value>, policy: &ChainPolicy, now: i64) -> R
     Ok(())
 }
 
-fn non_empty_string<'m>(claims: &'m Map<String, Value>, name: &'static str) -> Result<&'m str, Error> {
+fn non_empty_string<'m>(
+    claims: &'m Map<String, Value>,
+    name: &'static str,
+) -> Result<&'m str, Error> {
     match claims.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         _ => Err(Error::MissingClaim(name)),

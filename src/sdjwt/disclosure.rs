@@ -37,7 +37,12 @@ impl Disclosure {
             _ => return Err(Error::Malformed),
         };
         let (name, value) = split_parts(parts)?;
-        Ok(Disclosure { digest: sha256_b64(encoded.as_bytes()), encoded: encoded.to_owned(), name, value })
+        Ok(Disclosure {
+            digest: sha256_b64(encoded.as_bytes()),
+            encoded: encoded.to_owned(),
+            name,
+            value,
+        })
     }
 
     /// A new object-property disclosure `[salt, name, value]`.
@@ -64,7 +69,12 @@ impl Disclosure {
 
     fn from_text(text: &str, name: Option<String>, value: Value) -> Self {
         let encoded = b64::encode(text);
-        Disclosure { digest: sha256_b64(encoded.as_bytes()), encoded, name, value }
+        Disclosure {
+            digest: sha256_b64(encoded.as_bytes()),
+            encoded,
+            name,
+            value,
+        }
     }
 
     /// The disclosure as it goes on the wire.
@@ -117,7 +127,10 @@ fn is_reserved(name: &str) -> bool {
 /// Resolves `disclosures` into `payload` (RFC 9901 §7.1 steps 3 to 5).
 ///
 /// Undisclosed digests (and decoys) vanish; `_sd` and the top-level `_sd_alg` are removed.
-pub fn resolve(mut payload: Map<String, Value>, disclosures: &[Disclosure]) -> Result<Map<String, Value>, Error> {
+pub fn resolve(
+    mut payload: Map<String, Value>,
+    disclosures: &[Disclosure],
+) -> Result<Map<String, Value>, Error> {
     match payload.remove("_sd_alg") {
         None => {}
         Some(Value::String(alg)) if alg == "sha-256" => {}
@@ -130,7 +143,12 @@ pub fn resolve(mut payload: Map<String, Value>, disclosures: &[Disclosure]) -> R
             return Err(Error::DuplicateDisclosure);
         }
     }
-    let mut walk = Walk { disclosures, by_digest, seen: HashSet::new(), used: 0 };
+    let mut walk = Walk {
+        disclosures,
+        by_digest,
+        seen: HashSet::new(),
+        used: 0,
+    };
     let resolved = walk.object(payload)?;
     if walk.used != disclosures.len() {
         return Err(Error::UnreferencedDisclosure);
@@ -161,8 +179,12 @@ impl<'a> Walk<'a> {
             out.insert(name, self.value(value)?);
         }
         for digest in digests {
-            let Value::String(digest) = digest else { return Err(Error::Malformed) };
-            let Some(d) = self.take(digest)? else { continue };
+            let Value::String(digest) = digest else {
+                return Err(Error::Malformed);
+            };
+            let Some(d) = self.take(digest)? else {
+                continue;
+            };
             let name = d.name.clone().ok_or(Error::DisclosureKindMismatch)?;
             if out.contains_key(&name) {
                 return Err(Error::ClaimCollision);
@@ -178,7 +200,9 @@ impl<'a> Walk<'a> {
         for item in items {
             match placeholder_digest(&item)? {
                 Some(digest) => {
-                    let Some(d) = self.take(digest)? else { continue };
+                    let Some(d) = self.take(digest)? else {
+                        continue;
+                    };
                     if d.name.is_some() {
                         return Err(Error::DisclosureKindMismatch);
                     }
@@ -214,7 +238,9 @@ impl<'a> Walk<'a> {
 
 /// `Some(digest)` when `item` is an array placeholder `{"...": "<digest>"}`.
 fn placeholder_digest(item: &Value) -> Result<Option<String>, Error> {
-    let Value::Object(obj) = item else { return Ok(None) };
+    let Value::Object(obj) = item else {
+        return Ok(None);
+    };
     match obj.get("...") {
         None => Ok(None),
         Some(Value::String(d)) if obj.len() == 1 => Ok(Some(d.clone())),
@@ -235,7 +261,10 @@ mod tests {
     #[test]
     fn rfc9901_example_disclosure_digest() {
         // RFC 9901 §4.2.1: the `given_name` example and its published digest.
-        let d = Disclosure::parse("WyJfMjZiYzRMVC1hYzZxMktJNmNCVzVlcyIsICJmYW1pbHlfbmFtZSIsICJNw7ZiaXVzIl0").unwrap();
+        let d = Disclosure::parse(
+            "WyJfMjZiYzRMVC1hYzZxMktJNmNCVzVlcyIsICJmYW1pbHlfbmFtZSIsICJNw7ZiaXVzIl0",
+        )
+        .unwrap();
         assert_eq!(d.name(), Some("family_name"));
         assert_eq!(d.value(), &json!("Möbius"));
         assert_eq!(d.digest(), "X9yH0Ajrdm1Oij4tWso9UzzKJvPoDxwmuEcO3XAdRC0");
@@ -248,7 +277,10 @@ mod tests {
         let payload = obj(json!({"_sd": [p.digest()], "_sd_alg": "sha-256",
             "nationalities": [e.array_placeholder(), {"...": "decoy-digest"}, "FR"]}));
         let out = resolve(payload, &[e, p]).unwrap();
-        assert_eq!(Value::Object(out), json!({"email": "a@b.example", "nationalities": ["DE", "FR"]}));
+        assert_eq!(
+            Value::Object(out),
+            json!({"email": "a@b.example", "nationalities": ["DE", "FR"]})
+        );
     }
 
     #[test]
@@ -256,14 +288,20 @@ mod tests {
         let p = Disclosure::property("s1", "email", json!("x")).unwrap();
         let stray = Disclosure::property("s2", "payee", json!("y")).unwrap();
         let payload = obj(json!({"_sd": [p.digest()]}));
-        assert_eq!(resolve(payload, &[p, stray]), Err(Error::UnreferencedDisclosure));
+        assert_eq!(
+            resolve(payload, &[p, stray]),
+            Err(Error::UnreferencedDisclosure)
+        );
     }
 
     #[test]
     fn duplicated_disclosure_and_digest_are_refused() {
         let p = Disclosure::property("s1", "email", json!("x")).unwrap();
         let payload = obj(json!({"_sd": [p.digest()]}));
-        assert_eq!(resolve(payload, &[p.clone(), p.clone()]), Err(Error::DuplicateDisclosure));
+        assert_eq!(
+            resolve(payload, &[p.clone(), p.clone()]),
+            Err(Error::DuplicateDisclosure)
+        );
         let payload = obj(json!({"_sd": [p.digest(), p.digest()]}));
         assert_eq!(resolve(payload, &[p]), Err(Error::DuplicateDigest));
     }
@@ -271,7 +309,10 @@ mod tests {
     #[test]
     fn kinds_must_fit_their_places() {
         let e = Disclosure::element("s", json!(1));
-        assert_eq!(resolve(obj(json!({"_sd": [e.digest()]})), &[e]), Err(Error::DisclosureKindMismatch));
+        assert_eq!(
+            resolve(obj(json!({"_sd": [e.digest()]})), &[e]),
+            Err(Error::DisclosureKindMismatch)
+        );
         let p = Disclosure::property("s", "a", json!(1)).unwrap();
         let payload = obj(json!({"list": [p.array_placeholder()]}));
         assert_eq!(resolve(payload, &[p]), Err(Error::DisclosureKindMismatch));
@@ -287,10 +328,25 @@ mod tests {
     #[test]
     fn reserved_names_and_bad_shapes_are_refused() {
         for text in [r#"["s","_sd",1]"#, r#"["s","...",1]"#] {
-            assert_eq!(Disclosure::parse(&b64::encode(text)), Err(Error::ClaimCollision), "{text}");
+            assert_eq!(
+                Disclosure::parse(&b64::encode(text)),
+                Err(Error::ClaimCollision),
+                "{text}"
+            );
         }
-        for text in [r#"["s"]"#, r#"["s","a",1,2]"#, r#"[1,"a",1]"#, r#"["","a",1]"#, r#"{"a":1}"#, r#"["s",1,2]"#] {
-            assert_eq!(Disclosure::parse(&b64::encode(text)), Err(Error::Malformed), "{text}");
+        for text in [
+            r#"["s"]"#,
+            r#"["s","a",1,2]"#,
+            r#"[1,"a",1]"#,
+            r#"["","a",1]"#,
+            r#"{"a":1}"#,
+            r#"["s",1,2]"#,
+        ] {
+            assert_eq!(
+                Disclosure::parse(&b64::encode(text)),
+                Err(Error::Malformed),
+                "{text}"
+            );
         }
         assert_eq!(Disclosure::parse("not base64!"), Err(Error::Malformed));
     }
@@ -298,7 +354,12 @@ mod tests {
     #[test]
     fn recursive_disclosures_resolve() {
         let inner = Disclosure::property("s1", "street", json!("Main St")).unwrap();
-        let outer = Disclosure::property("s2", "address", json!({"_sd": [inner.digest()], "city": "X"})).unwrap();
+        let outer = Disclosure::property(
+            "s2",
+            "address",
+            json!({"_sd": [inner.digest()], "city": "X"}),
+        )
+        .unwrap();
         let payload = obj(json!({"_sd": [outer.digest()]}));
         let out = resolve(payload, &[inner, outer]).unwrap();
         assert_eq!(out["address"], json!({"street": "Main St", "city": "X"}));
@@ -306,6 +367,9 @@ mod tests {
 
     #[test]
     fn other_hash_algorithms_are_refused() {
-        assert_eq!(resolve(obj(json!({"_sd_alg": "sha-384"})), &[]), Err(Error::UnsupportedHashAlgorithm));
+        assert_eq!(
+            resolve(obj(json!({"_sd_alg": "sha-384"})), &[]),
+            Err(Error::UnsupportedHashAlgorithm)
+        );
     }
 }

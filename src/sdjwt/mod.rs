@@ -10,7 +10,9 @@
 pub mod chain;
 pub mod disclosure;
 
-pub use chain::{sign_segment, Challenge, ChainPolicy, HopKind, UnverifiedChain, VerifiedChain, VerifiedHop};
+pub use chain::{
+    sign_segment, ChainPolicy, Challenge, HopKind, UnverifiedChain, VerifiedChain, VerifiedHop,
+};
 pub use disclosure::{resolve, Disclosure};
 
 use crate::jose;

@@ -1,0 +1,78 @@
+//! Command-line interface: argument parsing and dispatch.
+
+mod conformance;
+mod inspect;
+mod verify;
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// AP2 payment mandates for AI agents: issue after consent, verify before money moves.
+#[derive(Debug, Parser)]
+#[command(name = "ap2-mandate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a mandate chain hop by hop and explain it, WITHOUT verifying anything.
+    ///
+    /// Example: ap2-mandate inspect fixtures/ap2-v0.2/cases/valid_hnp_payment.json
+    Inspect {
+        /// The chain itself, a file holding it (or a vector case JSON with a `chain`), or `-`.
+        input: String,
+    },
+    /// Verify a chain offline against trusted keys, the checkout, the challenge and the time.
+    ///
+    /// Example: ap2-mandate verify --kind payment --chain chain.txt --issuer-jwks wallet.json
+    /// --merchant-jwks merchants.json --checkout-jwt checkout.jwt --aud https://cp.example
+    /// --nonce n-123 --checkout-chain checkout-chain.txt
+    Verify(verify::VerifyArgs),
+    /// Run a directory of AP2 vectors (manifest.json, keys.json, cases/) and compare verdicts.
+    ///
+    /// Example: ap2-mandate conformance ../shared/vectors/ap2-v0.2
+    Conformance {
+        /// The vector directory.
+        dir: PathBuf,
+    },
+}
+
+/// Runs one command; the exit code says whether it succeeded.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { input } => inspect::run(&read_input(&input)?),
+        Command::Verify(args) => verify::run(args),
+        Command::Conformance { dir } => conformance::run(&dir),
+    }
+}
+
+/// Reads a chain-like argument: `-` is standard input, an existing file is read, anything else
+/// is the value itself. A JSON file with a `chain` member (a vector case) yields that member.
+pub(crate) fn read_input(arg: &str) -> anyhow::Result<String> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        s
+    } else if std::path::Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
+    } else {
+        arg.to_owned()
+    };
+    let text = text.trim();
+    if text.starts_with('{') {
+        let value: serde_json::Value =
+            serde_json::from_str(text).context("input looks like JSON but does not parse")?;
+        if let Some(chain) = value.get("chain").and_then(|c| c.as_str()) {
+            return Ok(chain.to_owned());
+        }
+    }
+    Ok(text.to_owned())
+}
