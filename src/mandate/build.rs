@@ -39,13 +39,40 @@ pub fn close(
     nonce: &str,
     iat: i64,
 ) -> Result<String, Error> {
+    hop(agent_key, CLOSING_TYP, previous, closed, (aud, nonce, iat))
+}
+
+/// The `typ` of hops that delegate further to another key.
+pub const INTERMEDIATE_TYP: &str = "kb+sd-jwt+kb";
+
+/// Signs an intermediate hop over `previous`: the holder of the previous `cnf` delegates an
+/// open mandate (which must carry the next holder's `cnf`) within the same chain.
+pub fn delegate(
+    holder_key: &SigningKey,
+    previous: &str,
+    open: Value,
+    aud: &str,
+    nonce: &str,
+    iat: i64,
+) -> Result<String, Error> {
+    hop(holder_key, INTERMEDIATE_TYP, previous, open, (aud, nonce, iat))
+}
+
+/// A key-binding hop: `iat`, `aud`, `nonce` and `sd_hash` over `previous` as presented.
+fn hop(
+    key: &SigningKey,
+    typ: &str,
+    previous: &str,
+    content: Value,
+    (aud, nonce, iat): (&str, &str, i64),
+) -> Result<String, Error> {
     let mut claims = Map::new();
     claims.insert("iat".into(), iat.into());
     claims.insert("aud".into(), aud.into());
     claims.insert("nonce".into(), nonce.into());
     claims.insert("sd_hash".into(), sha256_b64(previous.as_bytes()).into());
-    let (payload, disclosures) = delegate_payload(claims, closed)?;
-    sign_segment(agent_key, CLOSING_TYP, &payload, &disclosures)
+    let (payload, disclosures) = delegate_payload(claims, content)?;
+    sign_segment(key, typ, &payload, &disclosures)
 }
 
 /// Joins segments (each ending in `~`) into a chain: `seg1~seg2~…`, i.e. `~~` between hops.
