@@ -165,10 +165,15 @@ pub struct ClosedPaymentMandate {
 impl OpenCheckoutMandate {
     /// Reads the content of a (resolved) mandate object; this checks shape and type only.
     pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+        Self::with_key(obj, cnf(obj)?)
+    }
+
+    /// Reads the content, with the `cnf` key already parsed by the chain.
+    pub(crate) fn with_key(obj: &Map<String, Value>, cnf: PublicJwk) -> Result<Self, Error> {
         Vct::expect(obj, Vct::CheckoutOpen)?;
         Ok(OpenCheckoutMandate {
             constraints: constraints(obj)?,
-            cnf: cnf(obj)?,
+            cnf,
         })
     }
 }
@@ -193,6 +198,11 @@ impl ClosedCheckoutMandate {
 impl OpenPaymentMandate {
     /// Reads the content of a (resolved) mandate object; this checks shape and type only.
     pub fn from_delegate(obj: &Map<String, Value>) -> Result<Self, Error> {
+        Self::with_key(obj, cnf(obj)?)
+    }
+
+    /// Reads the content, with the `cnf` key already parsed by the chain.
+    pub(crate) fn with_key(obj: &Map<String, Value>, cnf: PublicJwk) -> Result<Self, Error> {
         Vct::expect(obj, Vct::PaymentOpen)?;
         let preset = PaymentPreset {
             payee: optional(obj, "payee")?,
@@ -205,7 +215,7 @@ impl OpenPaymentMandate {
         };
         Ok(OpenPaymentMandate {
             constraints: constraints(obj)?,
-            cnf: cnf(obj)?,
+            cnf,
             preset,
         })
     }

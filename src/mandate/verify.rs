@@ -6,8 +6,6 @@
 //! constraint types, unknown constraints, and finally every constraint of every open mandate.
 //! Terminal refusals come before `unresolved_constraint`, which may invite a fallback.
 
-use serde_json::{Map, Value};
-
 use super::checkout::CheckoutJwt;
 use super::constraint::{Constraint, PaymentFacts, Usage};
 use super::types::{
@@ -16,7 +14,7 @@ use super::types::{
 };
 use super::{Error, Violation};
 use crate::jose::{KeySet, PublicJwk};
-use crate::sdjwt::{ChainPolicy, Challenge, UnverifiedChain, VerifiedChain};
+use crate::sdjwt::{ChainPolicy, Challenge, UnverifiedChain, VerifiedChain, VerifiedHop};
 
 /// The most clock skew a policy may allow, in seconds.
 pub const MAX_SKEW: i64 = 300;
@@ -162,9 +160,9 @@ impl Verifier<'_> {
         let (opens, last) = split(&chain);
         let open = opens
             .iter()
-            .map(|d| OpenCheckoutMandate::from_delegate(d))
+            .map(|h| OpenCheckoutMandate::with_key(h.delegate(), h.confirmation_key()?.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let closed = ClosedCheckoutMandate::from_delegate(last)?;
+        let closed = ClosedCheckoutMandate::from_delegate(last.delegate())?;
 
         if closed.checkout_hash.as_bytes() != checkout.hash().as_bytes() {
             return Err(Error::CheckoutHashMismatch);
@@ -207,9 +205,9 @@ impl Verifier<'_> {
         let (opens, last) = split(&chain);
         let open = opens
             .iter()
-            .map(|d| OpenPaymentMandate::from_delegate(d))
+            .map(|h| OpenPaymentMandate::with_key(h.delegate(), h.confirmation_key()?.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let closed = ClosedPaymentMandate::from_delegate(last)?;
+        let closed = ClosedPaymentMandate::from_delegate(last.delegate())?;
         self.check_payment_bindings(&closed, bindings.checkout)?;
 
         let constraints: Vec<&Constraint> = open.iter().flat_map(|o| &o.constraints).collect();
@@ -321,14 +319,10 @@ impl VerifiedPaymentMandate {
     }
 }
 
-/// Splits a verified chain into the open mandates and the closed one.
-fn split(chain: &VerifiedChain) -> (Vec<&Map<String, Value>>, &Map<String, Value>) {
+/// Splits a verified chain into the hops carrying open mandates and the closing one.
+fn split(chain: &VerifiedChain) -> (&[VerifiedHop], &VerifiedHop) {
     let hops = chain.hops();
-    let opens = hops[..hops.len() - 1]
-        .iter()
-        .map(|h| h.delegate())
-        .collect();
-    (opens, chain.last().delegate())
+    (&hops[..hops.len() - 1], chain.last())
 }
 
 fn check_required(

@@ -146,9 +146,11 @@ impl<'a> UnverifiedChain<'a> {
             } else {
                 HopKind::Intermediate
             };
-            let previous = &self.segments[i - 1];
-            let key = hops[i - 1].confirmation_key()?;
-            let hop = segment.verify_hop(kind, &key, previous, policy, now)?;
+            let previous = Previous {
+                hop: &hops[i - 1],
+                jwt: self.segments[i - 1].jwt,
+            };
+            let hop = segment.verify_hop(kind, previous, policy, now)?;
             if let (HopKind::Closing, Some(c)) = (kind, challenge) {
                 check_challenge(&hop.claims, c)?;
             }
@@ -210,8 +212,7 @@ impl<'a> Segment<'a> {
     fn verify_hop(
         &self,
         kind: HopKind,
-        key: &PublicJwk,
-        previous: &Segment<'_>,
+        previous: Previous<'_>,
         policy: &ChainPolicy,
         now: i64,
     ) -> Result<VerifiedHop, Error> {
@@ -226,7 +227,7 @@ impl<'a> Segment<'a> {
             other => other.into(),
         })?;
         let kid = jws.header().kid().map(str::to_owned);
-        let verified = jws.verify(key)?;
+        let verified = jws.verify(previous.hop.confirmation_key()?)?;
         let signed_hash = sha256_b64(verified.signing_input().as_bytes());
         let claims = verified.into_claims();
         check_binding(&claims, previous)?;
@@ -273,11 +274,19 @@ impl<'a> Segment<'a> {
             },
             _ => return Err(Error::MissingDelegatePayload),
         };
+        let cnf = match delegate.get("cnf") {
+            None => None,
+            Some(cnf) => {
+                let jwk = cnf.get("jwk").ok_or(Error::MissingConfirmationKey)?;
+                Some(PublicJwk::from_value(jwk).map_err(Error::Jws)?)
+            }
+        };
         Ok(VerifiedHop {
             kind,
             kid,
             claims,
             delegate,
+            cnf,
             segment_hash: sha256_b64(self.text.as_bytes()),
             signed_hash,
         })
@@ -315,8 +324,16 @@ pub struct VerifiedHop {
     kid: Option<String>,
     claims: Map<String, Value>,
     delegate: Map<String, Value>,
+    cnf: Option<PublicJwk>,
     segment_hash: String,
     signed_hash: String,
+}
+
+/// What a hop needs of the one before it.
+#[derive(Clone, Copy)]
+struct Previous<'h> {
+    hop: &'h VerifiedHop,
+    jwt: &'h str,
 }
 
 impl VerifiedHop {
@@ -352,13 +369,8 @@ impl VerifiedHop {
     }
 
     /// The key this hop delegates to (`cnf.jwk` of its delegated object).
-    pub fn confirmation_key(&self) -> Result<PublicJwk, Error> {
-        let jwk = self
-            .delegate
-            .get("cnf")
-            .and_then(|c| c.get("jwk"))
-            .ok_or(Error::MissingConfirmationKey)?;
-        PublicJwk::from_value(jwk).map_err(Error::Jws)
+    pub fn confirmation_key(&self) -> Result<&PublicJwk, Error> {
+        self.cnf.as_ref().ok_or(Error::MissingConfirmationKey)
     }
 }
 
@@ -379,9 +391,9 @@ pub fn sign_segment(
     Ok(out)
 }
 
-fn check_binding(claims: &Map<String, Value>, previous: &Segment<'_>) -> Result<(), Error> {
+fn check_binding(claims: &Map<String, Value>, previous: Previous<'_>) -> Result<(), Error> {
     let (expected, found) = match (claims.get("sd_hash"), claims.get("issuer_jwt_hash")) {
-        (Some(Value::String(h)), None) => (sha256_b64(previous.text.as_bytes()), h),
+        (Some(Value::String(h)), None) => (previous.hop.segment_hash.clone(), h),
         (None, Some(Value::String(h))) => (sha256_b64(previous.jwt.as_bytes()), h),
         _ => return Err(Error::BindingMismatch),
     };
