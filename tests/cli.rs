@@ -1,0 +1,119 @@
+//! The `ap2-mandate` binary as a user runs it: conformance, inspect and offline verify.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared vector set beside the repository (or `AP2_VECTORS_DIR`), else our copy.
+fn vector_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AP2_VECTORS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shared = root().join("../shared/vectors/ap2-v0.2");
+    if shared.join("manifest.json").exists() {
+        return shared;
+    }
+    eprintln!("../shared/vectors/ap2-v0.2 not found: running the copy in fixtures/ap2-v0.2");
+    root().join("fixtures/ap2-v0.2")
+}
+
+#[test]
+fn conformance_command_reports_32_passed_on_the_shared_set() {
+    let out = bin().arg("conformance").arg(vector_dir()).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("32 passed, 0 failed"));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 32);
+}
+
+#[test]
+fn conformance_command_fails_when_an_expectation_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("ap2-cli-vectors-{}", std::process::id()));
+    copy_dir(&root().join("fixtures/ap2-v0.2"), &dir);
+    let case = dir.join("cases/valid_checkout.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&case).unwrap()).unwrap();
+    doc["expect"] = json!("reject");
+    doc["error"] = json!("invalid_mandate");
+    std::fs::write(&case, doc.to_string()).unwrap();
+
+    let out = bin().arg("conformance").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout.lines().last(), Some("31 passed, 1 failed"));
+    assert!(stdout.lines().any(|l| l.starts_with("FAIL valid_checkout")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inspect_says_not_verified_and_explains_the_mandate() {
+    let case = root().join("fixtures/ap2-v0.2/cases/valid_hnp_payment.json");
+    let out = bin().arg("inspect").arg(&case).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(stdout.starts_with("NOT VERIFIED"));
+    assert!(stdout.contains("each payment from 10.00 USD to 200.00 USD"));
+    assert!(stdout.contains("pay 158.00 USD to Northwind Outfitters (mer_nw_7c1f)"));
+    assert!(stdout.contains("2026-05-28T20:26:40Z"));
+}
+
+#[test]
+fn verify_command_accepts_a_valid_payment_and_names_the_code_of_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("ap2-cli-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys: Value = read_json(&root().join("fixtures/ap2-v0.2/keys.json"));
+    let jwks = |names: &[&str]| json!({"keys": names.iter().map(|n| keys["keys"][n]["public_jwk"].clone()).collect::<Vec<_>>()});
+    std::fs::write(dir.join("issuers.json"), jwks(&["root"]).to_string()).unwrap();
+    std::fs::write(dir.join("merchants.json"), jwks(&["merchant"]).to_string()).unwrap();
+
+    let run = |name: &str| {
+        let case: Value = read_json(&root().join(format!("fixtures/ap2-v0.2/cases/{name}.json")));
+        let s = |k: &str| case[k].as_str().unwrap().to_owned();
+        let order = &case["order_checkout_chain"];
+        let out = bin()
+            .args(["verify", "--kind", "payment", "--chain", &s("chain"), "--checkout-jwt", &s("checkout_jwt")])
+            .args(["--aud", &s("expected_aud"), "--nonce", &s("expected_nonce")])
+            .args(["--checkout-chain", order["chain"].as_str().unwrap()])
+            .args(["--checkout-aud", order["expected_aud"].as_str().unwrap()])
+            .args(["--checkout-nonce", order["expected_nonce"].as_str().unwrap()])
+            .arg("--issuer-jwks").arg(dir.join("issuers.json"))
+            .arg("--merchant-jwks").arg(dir.join("merchants.json"))
+            .args(["--now", &case["now"].to_string()])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, stdout) = run("valid_hnp_payment");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("Success"));
+    let (code, stdout) = run("amount_over_max");
+    assert_eq!(code, Some(1));
+    assert!(stdout.starts_with("Error: invalid_mandate"), "{stdout}");
+    let (code, stdout) = run("wrong_nonce");
+    assert_eq!(code, Some(1));
+    assert!(stdout.starts_with("Error: invalid_credential (nonce_mismatch)"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("cases")).unwrap();
+    for entry in ["manifest.json", "keys.json"] {
+        std::fs::copy(from.join(entry), to.join(entry)).unwrap();
+    }
+    for entry in std::fs::read_dir(from.join("cases")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join("cases").join(path.file_name().unwrap())).unwrap();
+    }
+}
