@@ -34,10 +34,11 @@ pub fn insecure_decode_chain(chain: &str) -> Result<Vec<InsecureHop>, sdjwt::Err
         .collect()
 }
 
+/// A JSON object as decoded.
+pub type Object = Map<String, Value>;
+
 /// Decodes a compact JWT's header and payload WITHOUT verifying its signature.
-pub fn insecure_decode_jwt(
-    jwt: &str,
-) -> Result<(Map<String, Value>, Map<String, Value>), sdjwt::Error> {
+pub fn insecure_decode_jwt(jwt: &str) -> Result<(Object, Object), sdjwt::Error> {
     let mut parts = jwt.split('.');
     let (Some(h), Some(p)) = (parts.next(), parts.next()) else {
         return Err(sdjwt::Error::Malformed);

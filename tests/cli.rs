@@ -79,13 +79,26 @@ fn verify_command_accepts_a_valid_payment_and_names_the_code_of_a_bad_one() {
         let s = |k: &str| case[k].as_str().unwrap().to_owned();
         let order = &case["order_checkout_chain"];
         let out = bin()
-            .args(["verify", "--kind", "payment", "--chain", &s("chain"), "--checkout-jwt", &s("checkout_jwt")])
+            .args([
+                "verify",
+                "--kind",
+                "payment",
+                "--chain",
+                &s("chain"),
+                "--checkout-jwt",
+                &s("checkout_jwt"),
+            ])
             .args(["--aud", &s("expected_aud"), "--nonce", &s("expected_nonce")])
             .args(["--checkout-chain", order["chain"].as_str().unwrap()])
             .args(["--checkout-aud", order["expected_aud"].as_str().unwrap()])
-            .args(["--checkout-nonce", order["expected_nonce"].as_str().unwrap()])
-            .arg("--issuer-jwks").arg(dir.join("issuers.json"))
-            .arg("--merchant-jwks").arg(dir.join("merchants.json"))
+            .args([
+                "--checkout-nonce",
+                order["expected_nonce"].as_str().unwrap(),
+            ])
+            .arg("--issuer-jwks")
+            .arg(dir.join("issuers.json"))
+            .arg("--merchant-jwks")
+            .arg(dir.join("merchants.json"))
             .args(["--now", &case["now"].to_string()])
             .output()
             .unwrap();
@@ -99,7 +112,10 @@ fn verify_command_accepts_a_valid_payment_and_names_the_code_of_a_bad_one() {
     assert!(stdout.starts_with("Error: invalid_mandate"), "{stdout}");
     let (code, stdout) = run("wrong_nonce");
     assert_eq!(code, Some(1));
-    assert!(stdout.starts_with("Error: invalid_credential (nonce_mismatch)"), "{stdout}");
+    assert!(
+        stdout.starts_with("Error: invalid_credential (nonce_mismatch)"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

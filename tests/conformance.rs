@@ -13,9 +13,20 @@ fn ap2_v02_vector_set_gives_every_expected_verdict() {
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed())
-        .map(|r| format!("{}: expected {}, got {} ({:?})", r.name, r.expected, r.got, r.reason))
+        .map(|r| {
+            format!(
+                "{}: expected {}, got {} ({:?})",
+                r.name, r.expected, r.got, r.reason
+            )
+        })
         .collect();
     assert_eq!(results.len(), 32);
     assert!(failed.is_empty(), "mismatches:\n{}", failed.join("\n"));
-    assert_eq!(results.iter().filter(|r| r.expected == Verdict::Accept).count(), 5);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.expected == Verdict::Accept)
+            .count(),
+        5
+    );
 }

@@ -55,7 +55,12 @@ fn assert_all_pass(dir: &Path, count: usize) {
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed())
-        .map(|r| format!("{}: expected {}, got {} ({:?})", r.name, r.expected, r.got, r.reason))
+        .map(|r| {
+            format!(
+                "{}: expected {}, got {} ({:?})",
+                r.name, r.expected, r.got, r.reason
+            )
+        })
         .collect();
     assert!(failed.is_empty(), "mismatches:\n{}", failed.join("\n"));
     assert_eq!(results.len(), count);
@@ -66,12 +71,19 @@ fn keys(dir: &Path) -> Keys {
     let path = dir.join("keys.json");
     if !path.exists() {
         let mut keys = Map::new();
-        for (name, kid) in [("root", ROOT_KID), ("agent", "agent-1"), ("sub_agent", "sub-agent-1"),
-            ("merchant", "shop-checkout-1")] {
+        for (name, kid) in [
+            ("root", ROOT_KID),
+            ("agent", "agent-1"),
+            ("sub_agent", "sub-agent-1"),
+            ("merchant", "shop-checkout-1"),
+        ] {
             let key = SigningKey::generate(Some(kid.into())).unwrap();
             let private: Value = serde_json::from_str(&key.to_private_jwk().unwrap()).unwrap();
-            keys.insert(name.into(), json!({"kid": kid, "public_jwk": key.public().to_value(),
-                "private_jwk_TEST_ONLY": private}));
+            keys.insert(
+                name.into(),
+                json!({"kid": kid, "public_jwk": key.public().to_value(),
+                "private_jwk_TEST_ONLY": private}),
+            );
         }
         let doc = json!({"WARNING": "TEST-ONLY KEYS made by tests/own_fixtures.rs. Never use them elsewhere.",
             "keys": keys});
@@ -79,7 +91,8 @@ fn keys(dir: &Path) -> Keys {
         std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     }
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let load = |name: &str| SigningKey::from_jwk(&doc["keys"][name]["private_jwk_TEST_ONLY"]).unwrap();
+    let load =
+        |name: &str| SigningKey::from_jwk(&doc["keys"][name]["private_jwk_TEST_ONLY"]).unwrap();
     Keys {
         root: load("root"),
         agent: load("agent"),
@@ -103,13 +116,21 @@ fn pisp() -> Value {
 }
 
 /// A UCP checkout signed by `key`: `(sku, title, unit price, quantity)` lines.
-fn checkout(key: &SigningKey, id: &str, currency: &str, lines: &[(&str, &str, u64, u64)], merchant: Value) -> String {
+fn checkout(
+    key: &SigningKey,
+    id: &str,
+    currency: &str,
+    lines: &[(&str, &str, u64, u64)],
+    merchant: Value,
+) -> String {
     let items: Vec<Value> = lines
         .iter()
         .enumerate()
-        .map(|(i, (sku, title, price, q))| json!({"id": format!("li_{}", i + 1),
+        .map(|(i, (sku, title, price, q))| {
+            json!({"id": format!("li_{}", i + 1),
             "item": {"id": sku, "title": title, "price": price}, "quantity": q,
-            "totals": [{"type": "total", "amount": price * q}]}))
+            "totals": [{"type": "total", "amount": price * q}]})
+        })
         .collect();
     let total: u64 = lines.iter().map(|(_, _, p, q)| p * q).sum();
     let body = json!({"id": id, "merchant": merchant, "line_items": items, "status": "ready_for_complete",
@@ -170,8 +191,11 @@ impl Case {
         } else {
             doc["expected_transaction_id"] = json!(hash);
             let (chain, open_hash) = match &self.order {
-                Some((chain, open_hash)) => (json!({"chain": chain, "expected_aud": SHOP_AUD,
-                    "expected_nonce": "n-order"}), json!(open_hash)),
+                Some((chain, open_hash)) => (
+                    json!({"chain": chain, "expected_aud": SHOP_AUD,
+                    "expected_nonce": "n-order"}),
+                    json!(open_hash),
+                ),
                 None => (Value::Null, Value::Null),
             };
             doc["order_checkout_chain"] = chain;
@@ -180,26 +204,40 @@ impl Case {
         if let Some(ctx) = &self.context {
             doc["mandate_context"] = ctx.clone();
         }
-        std::fs::write(dir.join(&file), serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        std::fs::write(
+            dir.join(&file),
+            serde_json::to_string_pretty(&doc).unwrap() + "\n",
+        )
+        .unwrap();
         file
     }
 }
 
 fn generate(dir: &Path, k: &Keys) {
     std::fs::create_dir_all(dir.join("cases")).unwrap();
-    let cases = checkout_cases(k).into_iter().chain(payment_cases(k)).chain(chain_cases(k)).collect::<Vec<_>>();
+    let cases = checkout_cases(k)
+        .into_iter()
+        .chain(payment_cases(k))
+        .chain(chain_cases(k))
+        .collect::<Vec<_>>();
     let mut listed = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let file = case.write(dir, i + 1);
-        listed.push(json!({"name": format!("{:03}_{}", i + 1, case.name), "file": file, "kind": case.kind,
-            "expect": if case.error.is_some() { "reject" } else { "accept" }, "error": case.error}));
+        listed.push(
+            json!({"name": format!("{:03}_{}", i + 1, case.name), "file": file, "kind": case.kind,
+            "expect": if case.error.is_some() { "reject" } else { "accept" }, "error": case.error}),
+        );
     }
     let manifest = json!({"title": "ap2-mandate's own mandate fixtures",
         "generator": "tests/own_fixtures.rs", "keys": "keys.json",
         "verifier_profile": {"trusted_root_kids": [ROOT_KID], "alg": "ES256 only", "clock_skew_seconds": 60,
             "max_closing_age_seconds": 300, "T0": T0, "now": NOW},
         "cases": listed});
-    std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap() + "\n").unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+    )
+    .unwrap();
 }
 
 fn boot_reqs() -> Value {
@@ -207,21 +245,46 @@ fn boot_reqs() -> Value {
            {"id": "req_sock", "acceptable_items": [{"id": "sku_sock", "title": "Sock"}], "quantity": 2}])
 }
 
-fn checkout_case(k: &Keys, name: &'static str, open: String, jwt: String, error: Option<&'static str>, why: &'static str) -> Case {
+fn checkout_case(
+    k: &Keys,
+    name: &'static str,
+    open: String,
+    jwt: String,
+    error: Option<&'static str>,
+    why: &'static str,
+) -> Case {
     let closing = close(&k.agent, &open, closed_checkout(&jwt), SHOP_AUD, "n-co", T0).unwrap();
-    Case { name, kind: "checkout", chain: join(&[&open, &closing]), checkout_jwt: jwt,
-        challenge: Some((SHOP_AUD, "n-co".into())), order: None, context: None, error, why }
+    Case {
+        name,
+        kind: "checkout",
+        chain: join(&[&open, &closing]),
+        checkout_jwt: jwt,
+        challenge: Some((SHOP_AUD, "n-co".into())),
+        order: None,
+        context: None,
+        error,
+        why,
+    }
 }
 
 fn checkout_cases(k: &Keys) -> Vec<Case> {
-    let cart = |lines: &[(&str, &str, u64, u64)]| checkout(&k.merchant, "chk_1", "USD", lines, merchant());
-    let good = cart(&[("sku_boot", "Boot", 12900, 1), ("sku_sock", "Sock", 1450, 2)]);
+    let cart =
+        |lines: &[(&str, &str, u64, u64)]| checkout(&k.merchant, "chk_1", "USD", lines, merchant());
+    let good = cart(&[
+        ("sku_boot", "Boot", 12900, 1),
+        ("sku_sock", "Sock", 1450, 2),
+    ]);
     let shared = json!([{"id": "a", "acceptable_items": [{"id": "sku_x", "title": "X"}], "quantity": 1},
                         {"id": "b", "acceptable_items": [{"id": "sku_x", "title": "X"}], "quantity": 1}]);
     let lookalike = json!({"id": "mer_shop_\u{0031}\u{0301}", "name": "Example Shop"});
-    let issuer_closed = issue(&k.root, "dc+sd-jwt", Map::new(),
+    let issuer_closed = issue(
+        &k.root,
+        "dc+sd-jwt",
+        Map::new(),
         json!({"vct": "mandate.checkout.1", "checkout_jwt": cart(&[("sku_boot", "Boot", 12900, 1)]),
-               "checkout_hash": sha256_b64(good.as_bytes()), "iat": T0, "exp": T0 + 900})).unwrap();
+               "checkout_hash": sha256_b64(good.as_bytes()), "iat": T0, "exp": T0 + 900}),
+    )
+    .unwrap();
     vec![
         checkout_case(k, "valid_open_checkout", open_checkout(k, boot_reqs()), good.clone(), None,
             "Every requirement met exactly by the cart; merchant revealed and allowed."),
@@ -244,7 +307,15 @@ fn checkout_cases(k: &Keys) -> Vec<Case> {
 fn order_for(k: &Keys, jwt: &str) -> (String, String) {
     let reqs = json!([{"id": "req", "acceptable_items": [{"id": "sku_boot", "title": "Boot"}], "quantity": 1}]);
     let open = open_checkout(k, reqs);
-    let closing = close(&k.agent, &open, closed_checkout(jwt), SHOP_AUD, "n-order", T0).unwrap();
+    let closing = close(
+        &k.agent,
+        &open,
+        closed_checkout(jwt),
+        SHOP_AUD,
+        "n-order",
+        T0,
+    )
+    .unwrap();
     (join(&[&open, &closing]), sha256_b64(open.as_bytes()))
 }
 
@@ -261,29 +332,68 @@ struct Pay<'a> {
 }
 
 fn payment_case(k: &Keys, p: Pay<'_>) -> Case {
-    let jwt = checkout(&k.merchant, "chk_p", p.currency, &[("sku_boot", "Boot", p.price, 1)], merchant());
+    let jwt = checkout(
+        &k.merchant,
+        "chk_p",
+        p.currency,
+        &[("sku_boot", "Boot", p.price, 1)],
+        merchant(),
+    );
     let (order, open_hash) = order_for(k, &jwt);
     let mut constraints = p.constraints;
-    constraints.as_array_mut().unwrap().push(json!({"type": "payment.reference", "conditional_transaction_id": open_hash}));
+    constraints
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "payment.reference", "conditional_transaction_id": open_hash}));
     let open = open_payment(k, constraints, T0 + 3600);
-    let closing = close(&k.agent, &open, closed_payment(&jwt, p.amount, p.currency, p.payee), CP_AUD, "n-pay", T0).unwrap();
-    Case { name: p.name, kind: "payment", chain: join(&[&open, &closing]), checkout_jwt: jwt,
-        challenge: Some((CP_AUD, "n-pay".into())), order: Some((order, open_hash)), context: p.context,
-        error: p.error, why: p.why }
+    let closing = close(
+        &k.agent,
+        &open,
+        closed_payment(&jwt, p.amount, p.currency, p.payee),
+        CP_AUD,
+        "n-pay",
+        T0,
+    )
+    .unwrap();
+    Case {
+        name: p.name,
+        kind: "payment",
+        chain: join(&[&open, &closing]),
+        checkout_jwt: jwt,
+        challenge: Some((CP_AUD, "n-pay".into())),
+        order: Some((order, open_hash)),
+        context: p.context,
+        error: p.error,
+        why: p.why,
+    }
 }
 
 fn payment_cases(k: &Keys) -> Vec<Case> {
-    let all = |currency: &str, max: u64| json!([
+    let all = |currency: &str, max: u64| {
+        json!([
         {"type": "payment.amount_range", "currency": currency, "min": 1, "max": max},
         {"type": "payment.allowed_payees", "allowed": [merchant()]},
         {"type": "payment.allowed_payment_instruments", "allowed": [card()]},
         {"type": "payment.allowed_pisps", "allowed": [pisp()]},
         {"type": "payment.execution_date", "not_before": "2026-05-01", "not_after": "2026-06-30T23:59:59Z"},
-        {"type": "payment.agent_recurrence", "frequency": "MONTHLY", "max_occurrences": 12}]);
-    let with = |mut base: Value, extra: Value| { base.as_array_mut().unwrap().push(extra); base };
+        {"type": "payment.agent_recurrence", "frequency": "MONTHLY", "max_occurrences": 12}])
+    };
+    let with = |mut base: Value, extra: Value| {
+        base.as_array_mut().unwrap().push(extra);
+        base
+    };
     let other_payee = json!({"id": "mer_other", "name": "Other"});
     let pay = |name, constraints, currency, amount, context, error, why| Pay {
-        name, constraints, currency, price: amount, amount, payee: merchant(), context, error, why };
+        name,
+        constraints,
+        currency,
+        price: amount,
+        amount,
+        payee: merchant(),
+        context,
+        error,
+        why,
+    };
     vec![
         payment_case(k, pay("valid_payment_all_constraints", all("USD", 20000), "USD", 12900,
             Some(json!({"total_amount": 0, "total_uses": 3, "last_used_date": NOW - 40 * 86400})), None,
@@ -323,43 +433,113 @@ fn payment_cases(k: &Keys) -> Vec<Case> {
 }
 
 fn chain_cases(k: &Keys) -> Vec<Case> {
-    let jwt = checkout(&k.merchant, "chk_c", "USD", &[("sku_boot", "Boot", 12900, 1)], merchant());
+    let jwt = checkout(
+        &k.merchant,
+        "chk_c",
+        "USD",
+        &[("sku_boot", "Boot", 12900, 1)],
+        merchant(),
+    );
     let (order, open_hash) = order_for(k, &jwt);
-    let cap = |max: u64| json!([{"type": "payment.amount_range", "currency": "USD", "max": max},
-        {"type": "payment.reference", "conditional_transaction_id": open_hash}]);
+    let cap = |max: u64| {
+        json!([{"type": "payment.amount_range", "currency": "USD", "max": max},
+        {"type": "payment.reference", "conditional_transaction_id": open_hash}])
+    };
     let open = open_payment(k, cap(20000), T0 + 3600);
     let closed = closed_payment(&jwt, 12900, "USD", merchant());
-    let closing = |prev: &str, iat: i64| close(&k.agent, prev, closed.clone(), CP_AUD, "n-c", iat).unwrap();
-    let case = |name, chain: String, error, why| Case { name, kind: "payment", chain, checkout_jwt: jwt.clone(),
-        challenge: Some((CP_AUD, "n-c".into())), order: Some((order.clone(), open_hash.clone())), context: None, error, why };
+    let closing =
+        |prev: &str, iat: i64| close(&k.agent, prev, closed.clone(), CP_AUD, "n-c", iat).unwrap();
+    let case = |name, chain: String, error, why| Case {
+        name,
+        kind: "payment",
+        chain,
+        checkout_jwt: jwt.clone(),
+        challenge: Some((CP_AUD, "n-c".into())),
+        order: Some((order.clone(), open_hash.clone())),
+        context: None,
+        error,
+        why,
+    };
 
     let expired_at_skew = open_payment(k, cap(20000), NOW - 60);
     let alive_in_skew = open_payment(k, cap(20000), NOW - 59);
-    let sub_open = |max: u64| json!({"vct": "mandate.payment.open.1", "constraints": cap(max),
-        "cnf": {"jwk": k.sub_agent.public().to_value()}, "exp": T0 + 1800});
+    let sub_open = |max: u64| {
+        json!({"vct": "mandate.payment.open.1", "constraints": cap(max),
+        "cnf": {"jwk": k.sub_agent.public().to_value()}, "exp": T0 + 1800})
+    };
     let three_hops = |max: u64| {
-        let mid = delegate(&k.agent, &open, sub_open(max), "https://sub-agent.example", "n-mid", T0 - 60).unwrap();
+        let mid = delegate(
+            &k.agent,
+            &open,
+            sub_open(max),
+            "https://sub-agent.example",
+            "n-mid",
+            T0 - 60,
+        )
+        .unwrap();
         let last = close(&k.sub_agent, &mid, closed.clone(), CP_AUD, "n-c", T0).unwrap();
         join(&[&open, &mid, &last])
     };
-    let small_open = open_payment(k, json!([{"type": "payment.amount_range", "currency": "USD", "max": 10000},
-        {"type": "payment.reference", "conditional_transaction_id": open_hash}]), T0 + 3600);
-    let narrowing_mid = delegate(&k.agent, &small_open, sub_open(50000), "https://sub-agent.example", "n-mid", T0 - 60).unwrap();
-    let widened = join(&[&small_open, &narrowing_mid, &close(&k.sub_agent, &narrowing_mid, closed.clone(), CP_AUD, "n-c", T0).unwrap()]);
-    let with_cnf = close(&k.agent, &open, {
-        let mut c = closed.clone();
-        c["cnf"] = json!({"jwk": k.agent.public().to_value()});
-        c
-    }, CP_AUD, "n-c", T0).unwrap();
-    let two_payees = open_payment(k, json!([{"type": "payment.allowed_payees", "allowed": [merchant(), {"id": "mer_other", "name": "Other"}]},
-        {"type": "payment.reference", "conditional_transaction_id": open_hash}]), T0 + 3600);
-    let not_other = |d: &ap2_mandate::sdjwt::Disclosure| d.value().get("id").is_none_or(|id| id != "mer_other");
+    let small_open = open_payment(
+        k,
+        json!([{"type": "payment.amount_range", "currency": "USD", "max": 10000},
+        {"type": "payment.reference", "conditional_transaction_id": open_hash}]),
+        T0 + 3600,
+    );
+    let narrowing_mid = delegate(
+        &k.agent,
+        &small_open,
+        sub_open(50000),
+        "https://sub-agent.example",
+        "n-mid",
+        T0 - 60,
+    )
+    .unwrap();
+    let widened = join(&[
+        &small_open,
+        &narrowing_mid,
+        &close(
+            &k.sub_agent,
+            &narrowing_mid,
+            closed.clone(),
+            CP_AUD,
+            "n-c",
+            T0,
+        )
+        .unwrap(),
+    ]);
+    let with_cnf = close(
+        &k.agent,
+        &open,
+        {
+            let mut c = closed.clone();
+            c["cnf"] = json!({"jwk": k.agent.public().to_value()});
+            c
+        },
+        CP_AUD,
+        "n-c",
+        T0,
+    )
+    .unwrap();
+    let two_payees = open_payment(
+        k,
+        json!([{"type": "payment.allowed_payees", "allowed": [merchant(), {"id": "mer_other", "name": "Other"}]},
+        {"type": "payment.reference", "conditional_transaction_id": open_hash}]),
+        T0 + 3600,
+    );
+    let not_other =
+        |d: &ap2_mandate::sdjwt::Disclosure| d.value().get("id").is_none_or(|id| id != "mer_other");
     let withheld = present(&two_payees, not_other).unwrap();
     assert_ne!(withheld, two_payees);
     let stale_binding = join(&[&withheld, &closing(&two_payees, T0)]);
     let valid = join(&[&open, &closing(&open, T0)]);
     let duplicated = {
-        let extra = valid.trim_end_matches('~').rsplit('~').next().unwrap().to_owned();
+        let extra = valid
+            .trim_end_matches('~')
+            .rsplit('~')
+            .next()
+            .unwrap()
+            .to_owned();
         format!("{valid}{extra}~")
     };
 
@@ -391,8 +571,11 @@ fn chain_cases(k: &Keys) -> Vec<Case> {
 
 /// Rewrites the last hop's signature `(r, s)` to `(r, n - s)`.
 fn high_s(chain: &str) -> String {
-    const N: [u8; 32] = [0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51];
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
     let start = chain.rfind("~~").unwrap() + 2;
     let jwt_end = start + chain[start..].find('~').unwrap();
     let jwt = &chain[start..jwt_end];
@@ -404,18 +587,38 @@ fn high_s(chain: &str) -> String {
         raw[32 + i] = d.rem_euclid(256) as u8;
         borrow = i16::from(d < 0);
     }
-    format!("{}{input}.{}{}", &chain[..start], b64::encode(&raw), &chain[jwt_end..])
+    format!(
+        "{}{input}.{}{}",
+        &chain[..start],
+        b64::encode(&raw),
+        &chain[jwt_end..]
+    )
 }
 
 /// A root whose header carries `crit`, signed properly, closed properly.
 fn crit_root(k: &Keys, jwt: &str, open_hash: &str) -> String {
-    let valid = open_payment(k, json!([{"type": "payment.reference", "conditional_transaction_id": open_hash}]), T0 + 3600);
+    let valid = open_payment(
+        k,
+        json!([{"type": "payment.reference", "conditional_transaction_id": open_hash}]),
+        T0 + 3600,
+    );
     let (root_jwt, rest) = valid.split_once('~').unwrap();
     let payload = root_jwt.split('.').nth(1).unwrap();
-    let header = b64::encode(json!({"alg": "ES256", "typ": "dc+sd-jwt", "kid": ROOT_KID, "crit": ["ap2"], "ap2": 1}).to_string());
+    let header = b64::encode(
+        json!({"alg": "ES256", "typ": "dc+sd-jwt", "kid": ROOT_KID, "crit": ["ap2"], "ap2": 1})
+            .to_string(),
+    );
     let input = format!("{header}.{payload}");
     let sig = k.root.sign(input.as_bytes()).unwrap();
     let root = format!("{input}.{}~{rest}", b64::encode(sig));
-    let closing = close(&k.agent, &root, closed_payment(jwt, 12900, "USD", merchant()), CP_AUD, "n-c", T0).unwrap();
+    let closing = close(
+        &k.agent,
+        &root,
+        closed_payment(jwt, 12900, "USD", merchant()),
+        CP_AUD,
+        "n-c",
+        T0,
+    )
+    .unwrap();
     join(&[&root, &closing])
 }

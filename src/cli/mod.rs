@@ -33,7 +33,7 @@ enum Command {
     /// Example: ap2-mandate verify --kind payment --chain chain.txt --issuer-jwks wallet.json
     /// --merchant-jwks merchants.json --checkout-jwt checkout.jwt --aud https://cp.example
     /// --nonce n-123 --checkout-chain checkout-chain.txt
-    Verify(verify::VerifyArgs),
+    Verify(Box<verify::VerifyArgs>),
     /// Run a directory of AP2 vectors (manifest.json, keys.json, cases/) and compare verdicts.
     ///
     /// Example: ap2-mandate conformance ../shared/vectors/ap2-v0.2
@@ -47,7 +47,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect { input } => inspect::run(&read_input(&input)?),
-        Command::Verify(args) => verify::run(args),
+        Command::Verify(args) => verify::run(*args),
         Command::Conformance { dir } => conformance::run(&dir),
     }
 }

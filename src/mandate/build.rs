@@ -55,7 +55,13 @@ pub fn delegate(
     nonce: &str,
     iat: i64,
 ) -> Result<String, Error> {
-    hop(holder_key, INTERMEDIATE_TYP, previous, open, (aud, nonce, iat))
+    hop(
+        holder_key,
+        INTERMEDIATE_TYP,
+        previous,
+        open,
+        (aud, nonce, iat),
+    )
 }
 
 /// A key-binding hop: `iat`, `aud`, `nonce` and `sd_hash` over `previous` as presented.
