@@ -144,7 +144,7 @@ fn open_checkout_hash(
         .zip(a.checkout_nonce.as_deref())
         .map(|(aud, nonce)| Challenge { aud, nonce });
     let verified = verifier.checkout(&chain, checkout, challenge.as_ref(), now)?;
-    Ok((!verified.open().is_empty()).then(|| verified.chain().root().segment_hash().to_owned()))
+    Ok((!verified.open().is_empty()).then(|| verified.chain().root().segment_hash()))
 }
 
 fn jwks(path: &str) -> anyhow::Result<KeySet> {

@@ -314,7 +314,7 @@ impl VerifiedPaymentMandate {
 
     /// Identity of the open mandate for the spending ledger: SHA-256 of the root's signed bytes,
     /// unchanged by which disclosures the agent presents. `None` without an open mandate.
-    pub fn ledger_id(&self) -> Option<&str> {
+    pub fn ledger_id(&self) -> Option<String> {
         (!self.open.is_empty()).then(|| self.chain.root().signed_hash())
     }
 }

@@ -86,7 +86,9 @@ impl<'a> UnverifiedChain<'a> {
         if chain.len() > MAX_CHAIN_LEN {
             return Err(Error::TooLarge);
         }
-        if !chain.ends_with('~') {
+        // A chain ends with its last hop's single `~`; a trailing `~~` would announce an
+        // empty hop and give one chain two spellings.
+        if !chain.ends_with('~') || chain.ends_with("~~") {
             return Err(Error::Malformed);
         }
         let mut segments = Vec::new();
@@ -174,12 +176,12 @@ impl<'a> UnverifiedChain<'a> {
         let kid = jws.header().kid().ok_or(Error::UntrustedIssuer)?.to_owned();
         let key = issuers.get(&kid).map_err(|_| Error::UntrustedIssuer)?;
         let verified = jws.verify(key)?;
-        let signed_hash = sha256_b64(verified.signing_input().as_bytes());
+        let signing_input = verified.signing_input();
         let hop = segment.finish(
             HopKind::Root,
             Some(kid),
             verified.into_claims(),
-            signed_hash,
+            signing_input,
         )?;
         check_times(&hop.claims, policy, now)?;
         check_times(&hop.delegate, policy, now)?;
@@ -228,11 +230,11 @@ impl<'a> Segment<'a> {
         })?;
         let kid = jws.header().kid().map(str::to_owned);
         let verified = jws.verify(previous.hop.confirmation_key()?)?;
-        let signed_hash = sha256_b64(verified.signing_input().as_bytes());
+        let signing_input = verified.signing_input();
         let claims = verified.into_claims();
         check_binding(&claims, previous)?;
 
-        let hop = self.finish(kind, kid, claims, signed_hash)?;
+        let hop = self.finish(kind, kid, claims, signing_input)?;
         for name in ["aud", "nonce"] {
             non_empty_string(&hop.claims, name)?;
         }
@@ -259,7 +261,7 @@ impl<'a> Segment<'a> {
         kind: HopKind,
         kid: Option<String>,
         payload: Map<String, Value>,
-        signed_hash: String,
+        signing_input: &str,
     ) -> Result<VerifiedHop, Error> {
         let disclosures = self
             .disclosures
@@ -287,8 +289,8 @@ impl<'a> Segment<'a> {
             claims,
             delegate,
             cnf,
-            segment_hash: sha256_b64(self.text.as_bytes()),
-            signed_hash,
+            text: self.text.to_owned(),
+            signing_input: signing_input.to_owned(),
         })
     }
 }
@@ -325,8 +327,8 @@ pub struct VerifiedHop {
     claims: Map<String, Value>,
     delegate: Map<String, Value>,
     cnf: Option<PublicJwk>,
-    segment_hash: String,
-    signed_hash: String,
+    text: String,
+    signing_input: String,
 }
 
 /// What a hop needs of the one before it.
@@ -358,14 +360,14 @@ impl VerifiedHop {
     }
 
     /// SHA-256 of the hop as presented (`jwt~d~…~`): what the next hop's `sd_hash` names.
-    pub fn segment_hash(&self) -> &str {
-        &self.segment_hash
+    pub fn segment_hash(&self) -> String {
+        sha256_b64(self.text.as_bytes())
     }
 
     /// SHA-256 of the hop's signed bytes: a stable identity that signature malleability and
     /// disclosure choices cannot change.
-    pub fn signed_hash(&self) -> &str {
-        &self.signed_hash
+    pub fn signed_hash(&self) -> String {
+        sha256_b64(self.signing_input.as_bytes())
     }
 
     /// The key this hop delegates to (`cnf.jwk` of its delegated object).
@@ -393,7 +395,7 @@ pub fn sign_segment(
 
 fn check_binding(claims: &Map<String, Value>, previous: Previous<'_>) -> Result<(), Error> {
     let (expected, found) = match (claims.get("sd_hash"), claims.get("issuer_jwt_hash")) {
-        (Some(Value::String(h)), None) => (previous.hop.segment_hash.clone(), h),
+        (Some(Value::String(h)), None) => (previous.hop.segment_hash(), h),
         (None, Some(Value::String(h))) => (sha256_b64(previous.jwt.as_bytes()), h),
         _ => return Err(Error::BindingMismatch),
     };
@@ -441,5 +443,26 @@ fn non_empty_string<'m>(
     match claims.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         _ => Err(Error::MissingClaim(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_empty_hop_is_refused() {
+        assert_eq!(UnverifiedChain::parse("a.b.c~~").unwrap_err(), Error::Malformed);
+        assert_eq!(UnverifiedChain::parse("-~~").unwrap_err(), Error::Malformed);
+        assert_eq!(UnverifiedChain::parse("a.b.c~d~~e.f.g~~").unwrap_err(), Error::Malformed);
+    }
+
+    #[test]
+    fn hops_split_on_double_tilde() {
+        assert_eq!(UnverifiedChain::parse("a.b.c~").unwrap().hop_count(), 1);
+        assert_eq!(UnverifiedChain::parse("a.b.c~~e.f.g~").unwrap().hop_count(), 2);
+        assert_eq!(UnverifiedChain::parse("a.b.c~d~~e.f.g~h~").unwrap().hop_count(), 2);
+        assert_eq!(UnverifiedChain::parse("a.b.c~~~e.f.g~").unwrap_err(), Error::Malformed);
+        assert_eq!(UnverifiedChain::parse("a.b.c").unwrap_err(), Error::Malformed);
     }
 }
