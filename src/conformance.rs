@@ -223,8 +223,7 @@ fn open_checkout_hash(
                 e.reason()
             ))
         })?;
-    let hash =
-        (!verified.open().is_empty()).then(|| verified.chain().root().segment_hash());
+    let hash = (!verified.open().is_empty()).then(|| verified.chain().root().segment_hash());
     if hash != case.expected_open_checkout_hash {
         return Err(Outcome::Inconsistent(
             "vector: expected_open_checkout_hash differs from the order chain".into(),

@@ -383,8 +383,7 @@ impl Scene {
                     e.reason()
                 )
             });
-        let hash = (!verified.open().is_empty())
-            .then(|| verified.chain().root().segment_hash());
+        let hash = (!verified.open().is_empty()).then(|| verified.chain().root().segment_hash());
         assert_eq!(
             hash.as_deref(),
             self.case["expected_open_checkout_hash"].as_str(),

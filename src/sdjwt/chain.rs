@@ -452,17 +452,37 @@ mod tests {
 
     #[test]
     fn trailing_empty_hop_is_refused() {
-        assert_eq!(UnverifiedChain::parse("a.b.c~~").unwrap_err(), Error::Malformed);
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c~~").unwrap_err(),
+            Error::Malformed
+        );
         assert_eq!(UnverifiedChain::parse("-~~").unwrap_err(), Error::Malformed);
-        assert_eq!(UnverifiedChain::parse("a.b.c~d~~e.f.g~~").unwrap_err(), Error::Malformed);
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c~d~~e.f.g~~").unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
     fn hops_split_on_double_tilde() {
         assert_eq!(UnverifiedChain::parse("a.b.c~").unwrap().hop_count(), 1);
-        assert_eq!(UnverifiedChain::parse("a.b.c~~e.f.g~").unwrap().hop_count(), 2);
-        assert_eq!(UnverifiedChain::parse("a.b.c~d~~e.f.g~h~").unwrap().hop_count(), 2);
-        assert_eq!(UnverifiedChain::parse("a.b.c~~~e.f.g~").unwrap_err(), Error::Malformed);
-        assert_eq!(UnverifiedChain::parse("a.b.c").unwrap_err(), Error::Malformed);
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c~~e.f.g~").unwrap().hop_count(),
+            2
+        );
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c~d~~e.f.g~h~")
+                .unwrap()
+                .hop_count(),
+            2
+        );
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c~~~e.f.g~").unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            UnverifiedChain::parse("a.b.c").unwrap_err(),
+            Error::Malformed
+        );
     }
 }
