@@ -448,7 +448,167 @@ fn non_empty_string<'m>(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::mandate::build::{close, issue, join};
+
+    const NOW: i64 = 1_780_000_000;
+
+    struct Fixture {
+        issuers: KeySet,
+        root: SigningKey,
+        agent: SigningKey,
+    }
+
+    fn fixture() -> Fixture {
+        let root = SigningKey::generate(Some("wallet-1".into())).unwrap();
+        let agent = SigningKey::generate(Some("agent-1".into())).unwrap();
+        let mut issuers = KeySet::new();
+        issuers.insert(root.public().clone()).unwrap();
+        Fixture {
+            issuers,
+            root,
+            agent,
+        }
+    }
+
+    fn open(f: &Fixture, exp: i64) -> String {
+        let mandate = json!({"vct": "mandate.payment.open.1", "constraints": [
+            {"type": "payment.allowed_payees", "allowed": [{"id": "a", "name": "A"}, {"id": "b", "name": "B"}]}],
+            "cnf": {"jwk": f.agent.public().to_value()}, "iat": NOW - 60, "exp": exp});
+        issue(&f.root, "dc+sd-jwt", Map::new(), mandate).unwrap()
+    }
+
+    fn verify(
+        f: &Fixture,
+        chain: &str,
+        policy: &ChainPolicy,
+        now: i64,
+    ) -> Result<VerifiedChain, Error> {
+        let challenge = Challenge {
+            aud: "https://v.example",
+            nonce: "n-1",
+        };
+        UnverifiedChain::parse(chain)?.verify(policy, &f.issuers, Some(&challenge), now)
+    }
+
+    fn closed(f: &Fixture, root: &str, iat: i64) -> String {
+        let closing = close(
+            &f.agent,
+            root,
+            json!({"vct": "mandate.payment.1"}),
+            "https://v.example",
+            "n-1",
+            iat,
+        );
+        join(&[root, &closing.unwrap()])
+    }
+
+    #[test]
+    fn exactly_at_exp_is_expired_and_one_second_before_is_not() {
+        let f = fixture();
+        let strict = ChainPolicy {
+            skew: 0,
+            ..ChainPolicy::default()
+        };
+        let root = open(&f, NOW);
+        assert_eq!(
+            verify(&f, &closed(&f, &root, NOW - 1), &strict, NOW).unwrap_err(),
+            Error::Expired
+        );
+        assert!(verify(&f, &closed(&f, &root, NOW - 1), &strict, NOW - 1).is_ok());
+    }
+
+    #[test]
+    fn iat_just_past_the_skew_is_in_the_future() {
+        let f = fixture();
+        let policy = ChainPolicy::default();
+        let root = open(&f, NOW + 3600);
+        let at_edge = closed(&f, &root, NOW + policy.skew);
+        assert!(verify(&f, &at_edge, &policy, NOW).is_ok());
+        let past_edge = closed(&f, &root, NOW + policy.skew + 1);
+        assert_eq!(
+            verify(&f, &past_edge, &policy, NOW).unwrap_err(),
+            Error::IssuedInFuture
+        );
+    }
+
+    #[test]
+    fn kid_selects_only_among_trusted_keys() {
+        let f = fixture();
+        let policy = ChainPolicy::default();
+        let impostor = SigningKey::generate(Some("wallet-1".into())).unwrap();
+        let forged = Fixture {
+            issuers: f.issuers.clone(),
+            root: impostor,
+            agent: f.agent,
+        };
+        let chain = closed(&forged, &open(&forged, NOW + 3600), NOW);
+        assert_eq!(
+            verify(&forged, &chain, &policy, NOW).unwrap_err(),
+            Error::Jws(jose::Error::InvalidSignature)
+        );
+
+        for kid in [
+            None,
+            Some("wallet-\u{FF11}"),
+            Some("Wallet-1"),
+            Some("wallet-1 "),
+        ] {
+            let f = fixture();
+            let renamed = SigningKey::from_jwk(&{
+                let mut jwk: Value =
+                    serde_json::from_str(&f.root.to_private_jwk().unwrap()).unwrap();
+                match kid {
+                    Some(k) => jwk["kid"] = json!(k),
+                    None => {
+                        jwk.as_object_mut().unwrap().remove("kid");
+                    }
+                }
+                jwk
+            })
+            .unwrap();
+            let g = Fixture {
+                issuers: f.issuers,
+                root: renamed,
+                agent: f.agent,
+            };
+            let chain = closed(&g, &open(&g, NOW + 3600), NOW);
+            assert_eq!(
+                verify(&g, &chain, &policy, NOW).unwrap_err(),
+                Error::UntrustedIssuer,
+                "{kid:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reordered_root_disclosures_break_the_binding() {
+        let f = fixture();
+        let root = open(&f, NOW + 3600);
+        let chain = closed(&f, &root, NOW);
+        assert!(verify(&f, &chain, &ChainPolicy::default(), NOW).is_ok());
+        let (jwt, rest) = root.split_once('~').unwrap();
+        let mut disclosures: Vec<&str> = rest.trim_end_matches('~').split('~').collect();
+        disclosures.swap(0, 1);
+        let reordered = format!("{jwt}~{}~{}", disclosures.join("~"), &chain[root.len()..]);
+        assert_eq!(
+            verify(&f, &reordered, &ChainPolicy::default(), NOW).unwrap_err(),
+            Error::BindingMismatch
+        );
+    }
+
+    #[test]
+    fn a_chain_with_hops_needs_a_challenge_and_a_lone_root_refuses_one() {
+        let f = fixture();
+        let chain = closed(&f, &open(&f, NOW + 3600), NOW);
+        let parsed = UnverifiedChain::parse(&chain).unwrap();
+        let err = parsed
+            .verify(&ChainPolicy::default(), &f.issuers, None, NOW)
+            .unwrap_err();
+        assert_eq!(err, Error::ChallengeMismatch);
+    }
 
     #[test]
     fn trailing_empty_hop_is_refused() {
