@@ -268,12 +268,46 @@ fn expected_verdict(case: &Case) -> Result<Verdict, String> {
     }
 }
 
+/// `keys.json`: only the `keys` object matters, read in document order.
+#[derive(Deserialize)]
+struct KeysFile {
+    keys: InOrder,
+}
+
+/// A JSON object's members in the order the document gives them.
+struct InOrder(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for InOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = InOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InOrder, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    members.push(entry);
+                }
+                Ok(InOrder(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
 fn load_trust(path: &Path, root_kids: &[String]) -> Result<Trust, ConformanceError> {
-    let doc: Value = read_json(path)?;
-    let keys = doc
-        .get("keys")
-        .and_then(Value::as_object)
-        .ok_or_else(|| fmt_err(path, "no `keys` object"))?;
+    let text = fs::read(path).map_err(|e| ConformanceError::Io(path.to_owned(), e))?;
+    // Strict parse first (duplicates, depth), then a second pass that keeps member order.
+    crate::json::parse(&text, 8 * 1024 * 1024).map_err(|e| fmt_err(path, &e.to_string()))?;
+    let keys = serde_json::from_slice::<KeysFile>(&text)
+        .map_err(|e| fmt_err(path, &e.to_string()))?
+        .keys
+        .0;
     let mut trust = Trust {
         issuers: KeySet::new(),
         merchants: KeySet::new(),
@@ -308,4 +342,28 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Conformance
     let value =
         crate::json::parse(&text, 8 * 1024 * 1024).map_err(|e| fmt_err(path, &e.to_string()))?;
     T::deserialize(value).map_err(|e| fmt_err(path, &e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::SigningKey;
+
+    #[test]
+    fn the_first_key_with_a_root_kid_is_the_anchor_whatever_the_names() {
+        let real = SigningKey::generate(Some("root-1".into())).unwrap();
+        let impostor = SigningKey::generate(Some("root-1".into())).unwrap();
+        // Document order, not name order: `z_real` comes first in the file.
+        let text = format!(
+            r#"{{"keys": {{"z_real": {{"public_jwk": {}}}, "a_impostor": {{"public_jwk": {}}}}}}}"#,
+            real.public().to_value(),
+            impostor.public().to_value()
+        );
+        let path = std::env::temp_dir().join(format!("ap2-keys-{}.json", std::process::id()));
+        fs::write(&path, text).unwrap();
+        let trust = load_trust(&path, &["root-1".to_owned()]).unwrap();
+        fs::remove_file(&path).unwrap();
+        assert!(trust.issuers.get("root-1").unwrap().same_key(real.public()));
+        assert!(trust.merchants.is_empty());
+    }
 }

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{resolve, Disclosure, Error, MAX_CHAIN_LEN, MAX_DISCLOSURES, MAX_HOPS};
+use super::{resolve_owned, Disclosure, Error, MAX_CHAIN_LEN, MAX_DISCLOSURES, MAX_HOPS};
 use crate::jose::{
     self, ct_eq, sha256_b64, HeaderPolicy, KeySet, PublicJwk, SigningKey, TypRule, UnverifiedJws,
 };
@@ -268,7 +268,7 @@ impl<'a> Segment<'a> {
             .iter()
             .map(|d| Disclosure::parse(d))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut claims = resolve(payload, &disclosures)?;
+        let mut claims = resolve_owned(payload, disclosures)?;
         let delegate = match claims.remove("delegate_payload") {
             Some(Value::Array(mut items)) if items.len() == 1 => match items.pop() {
                 Some(Value::Object(obj)) => obj,

@@ -5,8 +5,6 @@
 //! string exactly as presented. Resolving is strict: every digest at most once, every
 //! disclosure referenced exactly once, kinds in their places, no claim overwritten.
 
-use std::collections::{HashMap, HashSet};
-
 use serde_json::{Map, Value};
 
 use super::Error;
@@ -128,8 +126,16 @@ fn is_reserved(name: &str) -> bool {
 ///
 /// Undisclosed digests (and decoys) vanish; `_sd` and the top-level `_sd_alg` are removed.
 pub fn resolve(
-    mut payload: Map<String, Value>,
+    payload: Map<String, Value>,
     disclosures: &[Disclosure],
+) -> Result<Map<String, Value>, Error> {
+    resolve_owned(payload, disclosures.to_vec())
+}
+
+/// [`resolve`], consuming the disclosures so that their values move instead of being copied.
+pub fn resolve_owned(
+    mut payload: Map<String, Value>,
+    disclosures: Vec<Disclosure>,
 ) -> Result<Map<String, Value>, Error> {
     match payload.remove("_sd_alg") {
         None => {}
@@ -137,33 +143,48 @@ pub fn resolve(
         Some(_) => return Err(Error::UnsupportedHashAlgorithm),
     }
 
-    let mut by_digest = HashMap::with_capacity(disclosures.len());
-    for (i, d) in disclosures.iter().enumerate() {
-        if by_digest.insert(d.digest.as_str(), i).is_some() {
-            return Err(Error::DuplicateDisclosure);
-        }
+    let count = disclosures.len();
+    let mut by_digest = Vec::with_capacity(count);
+    let mut slots = Vec::with_capacity(count);
+    for (i, d) in disclosures.into_iter().enumerate() {
+        by_digest.push((d.digest, i));
+        slots.push(Some((d.name, d.value)));
+    }
+    // Sorted digests: lookups by binary search, and a duplicate disclosure sits next to its twin.
+    by_digest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if by_digest.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(Error::DuplicateDisclosure);
     }
     let mut walk = Walk {
-        disclosures,
+        slots,
         by_digest,
-        seen: HashSet::new(),
+        seen: Vec::new(),
         used: 0,
     };
     let resolved = walk.object(payload)?;
-    if walk.used != disclosures.len() {
+    walk.seen.sort_unstable();
+    if walk.seen.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::DuplicateDigest);
+    }
+    if walk.used != count {
         return Err(Error::UnreferencedDisclosure);
     }
     Ok(resolved)
 }
 
-struct Walk<'a> {
-    disclosures: &'a [Disclosure],
-    by_digest: HashMap<&'a str, usize>,
-    seen: HashSet<String>,
+/// A disclosure's claim name (none for an array element) and value.
+type Slot = Option<(Option<String>, Value)>;
+
+struct Walk {
+    slots: Vec<Slot>,
+    /// Disclosure digests, sorted, with the index of their slot.
+    by_digest: Vec<(String, usize)>,
+    /// Every digest met in the payload (checked for repeats once the walk is done).
+    seen: Vec<String>,
     used: usize,
 }
 
-impl<'a> Walk<'a> {
+impl Walk {
     fn object(&mut self, mut obj: Map<String, Value>) -> Result<Map<String, Value>, Error> {
         if obj.contains_key("...") {
             return Err(Error::Malformed);
@@ -182,14 +203,14 @@ impl<'a> Walk<'a> {
             let Value::String(digest) = digest else {
                 return Err(Error::Malformed);
             };
-            let Some(d) = self.take(digest)? else {
+            let Some((name, value)) = self.take(digest)? else {
                 continue;
             };
-            let name = d.name.clone().ok_or(Error::DisclosureKindMismatch)?;
+            let name = name.ok_or(Error::DisclosureKindMismatch)?;
             if out.contains_key(&name) {
                 return Err(Error::ClaimCollision);
             }
-            let value = self.value(d.value.clone())?;
+            let value = self.value(value)?;
             out.insert(name, value);
         }
         Ok(out)
@@ -200,13 +221,13 @@ impl<'a> Walk<'a> {
         for item in items {
             match placeholder_digest(&item)? {
                 Some(digest) => {
-                    let Some(d) = self.take(digest)? else {
+                    let Some((name, value)) = self.take(digest)? else {
                         continue;
                     };
-                    if d.name.is_some() {
+                    if name.is_some() {
                         return Err(Error::DisclosureKindMismatch);
                     }
-                    out.push(self.value(d.value.clone())?);
+                    out.push(self.value(value)?);
                 }
                 None => out.push(self.value(item)?),
             }
@@ -222,17 +243,19 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Marks `digest` as seen and returns its disclosure, if one was presented.
-    fn take(&mut self, digest: String) -> Result<Option<&'a Disclosure>, Error> {
-        let index = self.by_digest.get(digest.as_str()).copied();
-        if !self.seen.insert(digest) {
-            return Err(Error::DuplicateDigest);
-        }
-        let disclosures = self.disclosures;
-        Ok(index.map(|i| {
-            self.used += 1;
-            &disclosures[i]
-        }))
+    /// Records `digest` and takes its disclosure, if one was presented.
+    fn take(&mut self, digest: String) -> Result<Slot, Error> {
+        let found = self
+            .by_digest
+            .binary_search_by(|(d, _)| d.as_str().cmp(&digest));
+        self.seen.push(digest);
+        let Ok(pos) = found else { return Ok(None) };
+        // A disclosure already taken means its digest appeared twice.
+        let slot = self.slots[self.by_digest[pos].1]
+            .take()
+            .ok_or(Error::DuplicateDigest)?;
+        self.used += 1;
+        Ok(Some(slot))
     }
 }
 

@@ -13,7 +13,7 @@ pub mod disclosure;
 pub use chain::{
     sign_segment, ChainPolicy, Challenge, HopKind, UnverifiedChain, VerifiedChain, VerifiedHop,
 };
-pub use disclosure::{resolve, Disclosure};
+pub use disclosure::{resolve, resolve_owned, Disclosure};
 
 use crate::jose;
 
