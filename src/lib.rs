@@ -16,3 +16,4 @@ pub mod json;
 pub mod mandate;
 pub mod money;
 pub mod sdjwt;
+pub mod store;

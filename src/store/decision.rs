@@ -1,0 +1,512 @@
+//! Verification decisions: challenges (nonces), single use of closed mandates and transaction
+//! ids, the spending ledger of open mandates, idempotency keys, and the audit record, all in
+//! one transaction.
+//!
+//! Each check is a conditional write whose row count is the answer (`UPDATE … WHERE used_at IS
+//! NULL`, `INSERT … ON CONFLICT DO NOTHING`, `UPDATE ledger … WHERE total + amount <= max`), so
+//! two instances racing on one database cannot both win. A refusal rolls everything back and
+//! writes nothing; the caller then records the refusal with [`DecisionLedger::record_refusal`].
+
+use sqlx::{Any, Row as _, Transaction};
+
+use super::audit::{append_in, AuditRecord};
+use super::{Store, StoreError};
+
+/// The challenge a presentation answers.
+#[derive(Debug, Clone, Copy)]
+pub struct NonceUse<'a> {
+    /// The nonce value.
+    pub value: &'a str,
+    /// The audience it was issued for.
+    pub aud: &'a str,
+}
+
+/// A closed mandate being spent, keyed on its signed payload (never on signature bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Redemption<'a> {
+    /// SHA-256 of the closed mandate's signed bytes.
+    pub closed_hash: &'a str,
+    /// The checkout it pays (`transaction_id` / `checkout_hash`).
+    pub transaction_id: &'a str,
+    /// Keep the record at least until then (the mandate's `exp` plus skew).
+    pub keep_until: i64,
+}
+
+/// An amount added to an open mandate's running total, within its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Spend<'a> {
+    /// Identity of the open mandate (SHA-256 of its signed bytes).
+    pub open_hash: &'a str,
+    /// Currency of the amount (the ledger refuses another currency for the same mandate).
+    pub currency: &'a str,
+    /// The amount, in minor units.
+    pub amount_minor: i64,
+    /// `payment.budget` in minor units, if any.
+    pub budget_max_minor: Option<i64>,
+    /// `payment.agent_recurrence.max_occurrences`, if any.
+    pub max_uses: Option<i64>,
+    /// When the next use may come, if this one is accepted (from the frequency).
+    pub next_allowed_at: Option<i64>,
+    /// Keep the ledger row at least until then.
+    pub keep_until: i64,
+}
+
+/// The idempotency key under which the decision's answer is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyDone<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// SHA-256 of the request body.
+    pub request_hash: &'a str,
+    /// The answer to return on an exact retry.
+    pub response: &'a str,
+    /// Keep it until then.
+    pub keep_until: i64,
+}
+
+/// Everything one decision writes.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    /// The verifier's clock.
+    pub now: i64,
+    /// The nonce to consume.
+    pub nonce: Option<NonceUse<'a>>,
+    /// The closed mandate to redeem.
+    pub redemption: Option<Redemption<'a>>,
+    /// The amount to add to the open mandate's ledger.
+    pub spend: Option<Spend<'a>>,
+    /// The idempotency key to complete.
+    pub idempotency: Option<IdempotencyDone<'a>>,
+    /// The audit record of the decision.
+    pub audit: &'a AuditRecord,
+}
+
+/// Why the state refuses a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The nonce was never issued here, or for another audience.
+    #[error("nonce unknown")]
+    NonceUnknown,
+    /// The nonce has expired.
+    #[error("nonce expired")]
+    NonceExpired,
+    /// The nonce was used already.
+    #[error("nonce already used")]
+    NonceUsed,
+    /// This closed mandate, or its transaction id, was redeemed already.
+    #[error("already redeemed")]
+    Replayed,
+    /// The running total would pass the budget.
+    #[error("budget exceeded")]
+    BudgetExceeded,
+    /// The open mandate's uses are exhausted.
+    #[error("recurrence limit reached")]
+    RecurrenceLimitReached,
+    /// The previous use is too recent for the frequency.
+    #[error("too soon after the previous use")]
+    RecurrenceTooSoon,
+    /// The ledger of this open mandate is kept in another currency.
+    #[error("currency differs from the ledger's")]
+    CurrencyMismatch,
+    /// The idempotency key is not held by this request.
+    #[error("idempotency key not held")]
+    IdempotencyLost,
+}
+
+/// Running totals after a spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTotals {
+    /// Total of accepted payments, minor units.
+    pub total_minor: i64,
+    /// Accepted payments.
+    pub uses: i64,
+}
+
+/// A committed decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The audit record's sequence number.
+    pub audit_seq: i64,
+    /// The open mandate's totals after this payment.
+    pub ledger: Option<LedgerTotals>,
+}
+
+/// What an idempotency key says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First time: this request now holds the key.
+    Started,
+    /// Done before with the same body: here is the first answer.
+    Replay(String),
+    /// The key was used with another body.
+    Conflict,
+    /// Another request with this key is being decided right now.
+    InProgress,
+}
+
+/// The decision state a verifier needs.
+pub trait DecisionLedger {
+    /// Stores a fresh challenge.
+    fn issue_nonce(
+        &self,
+        value: &str,
+        aud: &str,
+        agent_id: Option<&str>,
+        exp: i64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a JWT id as used within `scope` (DPoP proofs, client assertions); `false` if seen.
+    fn remember_jti(
+        &self,
+        scope: &str,
+        jti: &str,
+        exp: i64,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Claims an idempotency key for a request (see [`Begin`]).
+    fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+        hold_for: i64,
+    ) -> impl std::future::Future<Output = Result<Begin, StoreError>> + Send;
+
+    /// Lets go of an idempotency key held by a request that ends without a decision.
+    fn release_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads an open mandate's usage so far (for evaluating constraints before deciding).
+    fn usage(
+        &self,
+        open_hash: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Usage>, StoreError>> + Send;
+
+    /// Commits a decision atomically, or refuses it and writes nothing.
+    fn commit(
+        &self,
+        decision: &Decision<'_>,
+    ) -> impl std::future::Future<Output = Result<Result<Committed, Refusal>, StoreError>> + Send;
+
+    /// Records a refused decision: its audit record and, if held, the idempotency answer.
+    fn record_refusal(
+        &self,
+        audit: &AuditRecord,
+        idempotency: Option<IdempotencyDone<'_>>,
+    ) -> impl std::future::Future<Output = Result<i64, StoreError>> + Send;
+}
+
+/// An open mandate's ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Currency of the totals.
+    pub currency: String,
+    /// Total accepted, minor units.
+    pub total_minor: i64,
+    /// Accepted uses.
+    pub uses: i64,
+    /// Last accepted use.
+    pub last_use: Option<i64>,
+}
+
+impl DecisionLedger for Store {
+    async fn issue_nonce(
+        &self,
+        value: &str,
+        aud: &str,
+        agent_id: Option<&str>,
+        exp: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nonces (value, aud, agent_id, exp, used_at) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(value)
+        .bind(aud)
+        .bind(agent_id)
+        .bind(exp)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remember_jti(&self, scope: &str, jti: &str, exp: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO seen_jtis (scope, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(jti)
+        .bind(exp)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+        hold_for: i64,
+    ) -> Result<Begin, StoreError> {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency (key, request_hash, state, response, created_at, exp) \
+             VALUES ($1, $2, 'in_progress', NULL, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .bind(now + hold_for)
+        .execute(&self.pool)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Begin::Started);
+        }
+        // A holder that died leaves an expired claim: take it over, atomically.
+        let taken = sqlx::query(
+            "UPDATE idempotency SET request_hash = $2, created_at = $3, exp = $4 \
+             WHERE key = $1 AND state = 'in_progress' AND exp <= $3",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .bind(now + hold_for)
+        .execute(&self.pool)
+        .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(Begin::Started);
+        }
+        let row =
+            sqlx::query("SELECT request_hash, state, response FROM idempotency WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else {
+            return Ok(Begin::InProgress);
+        };
+        let (hash, state, response): (String, String, Option<String>) = (
+            row.try_get("request_hash")?,
+            row.try_get("state")?,
+            row.try_get("response")?,
+        );
+        Ok(match (hash == request_hash, state.as_str(), response) {
+            (false, _, _) => Begin::Conflict,
+            (true, "done", Some(response)) => Begin::Replay(response),
+            _ => Begin::InProgress,
+        })
+    }
+
+    async fn release_idempotent(&self, key: &str, request_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency WHERE key = $1 AND request_hash = $2 AND state = 'in_progress'")
+            .bind(key)
+            .bind(request_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn usage(&self, open_hash: &str) -> Result<Option<Usage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT currency, total_minor, uses, last_use FROM ledger WHERE open_hash = $1",
+        )
+        .bind(open_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Usage {
+                currency: r.try_get("currency")?,
+                total_minor: r.try_get("total_minor")?,
+                uses: r.try_get("uses")?,
+                last_use: r.try_get("last_use")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit(&self, d: &Decision<'_>) -> Result<Result<Committed, Refusal>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = apply(&mut tx, d).await?;
+        match outcome {
+            Ok(ledger) => {
+                let audit_seq = append_in(&mut tx, d.audit).await?;
+                tx.commit().await?;
+                Ok(Ok(Committed { audit_seq, ledger }))
+            }
+            Err(refusal) => {
+                tx.rollback().await?;
+                Ok(Err(refusal))
+            }
+        }
+    }
+
+    async fn record_refusal(
+        &self,
+        audit: &AuditRecord,
+        idempotency: Option<IdempotencyDone<'_>>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(done) = idempotency {
+            finish_idempotent(&mut tx, &done).await?;
+        }
+        let seq = append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+}
+
+/// Applies the decision's writes in order; any refusal leaves the transaction to be rolled back.
+async fn apply(
+    tx: &mut Transaction<'_, Any>,
+    d: &Decision<'_>,
+) -> Result<Result<Option<LedgerTotals>, Refusal>, StoreError> {
+    if let Some(nonce) = d.nonce {
+        if let Err(r) = consume_nonce(tx, nonce, d.now).await? {
+            return Ok(Err(r));
+        }
+    }
+    if let Some(r) = d.redemption {
+        let inserted = sqlx::query(
+            "INSERT INTO redemptions (closed_hash, transaction_id, keep_until, decided_at, decision) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.closed_hash)
+        .bind(r.transaction_id)
+        .bind(r.keep_until)
+        .bind(d.now)
+        .bind(&d.audit.correlation_id)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            return Ok(Err(Refusal::Replayed));
+        }
+    }
+    let mut totals = None;
+    if let Some(spend) = d.spend {
+        match add_spend(tx, &spend, d.now).await? {
+            Ok(t) => totals = Some(t),
+            Err(r) => return Ok(Err(r)),
+        }
+    }
+    if let Some(done) = d.idempotency {
+        if !finish_idempotent(tx, &done).await? {
+            return Ok(Err(Refusal::IdempotencyLost));
+        }
+    }
+    Ok(Ok(totals))
+}
+
+async fn consume_nonce(
+    tx: &mut Transaction<'_, Any>,
+    n: NonceUse<'_>,
+    now: i64,
+) -> Result<Result<(), Refusal>, StoreError> {
+    let used = sqlx::query("UPDATE nonces SET used_at = $3 WHERE value = $1 AND aud = $2 AND used_at IS NULL AND exp > $3")
+        .bind(n.value)
+        .bind(n.aud)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    if used.rows_affected() == 1 {
+        return Ok(Ok(()));
+    }
+    let row = sqlx::query("SELECT exp, used_at FROM nonces WHERE value = $1 AND aud = $2")
+        .bind(n.value)
+        .bind(n.aud)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Err(Refusal::NonceUnknown));
+    };
+    let used_at: Option<i64> = row.try_get("used_at")?;
+    Ok(Err(if used_at.is_some() {
+        Refusal::NonceUsed
+    } else {
+        Refusal::NonceExpired
+    }))
+}
+
+async fn add_spend(
+    tx: &mut Transaction<'_, Any>,
+    s: &Spend<'_>,
+    now: i64,
+) -> Result<Result<LedgerTotals, Refusal>, StoreError> {
+    sqlx::query(
+        "INSERT INTO ledger (open_hash, currency, total_minor, uses, last_use, next_allowed_at, keep_until) \
+         VALUES ($1, $2, 0, 0, NULL, NULL, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(s.open_hash)
+    .bind(s.currency)
+    .bind(s.keep_until)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(
+        "UPDATE ledger SET total_minor = total_minor + $3, uses = uses + 1, last_use = $4, \
+             next_allowed_at = $7, keep_until = CASE WHEN keep_until > $8 THEN keep_until ELSE $8 END \
+         WHERE open_hash = $1 AND currency = $2 \
+           AND ($5 IS NULL OR total_minor + $3 <= $5) \
+           AND ($6 IS NULL OR uses + 1 <= $6) \
+           AND (next_allowed_at IS NULL OR next_allowed_at <= $4) \
+         RETURNING total_minor, uses",
+    )
+    .bind(s.open_hash)
+    .bind(s.currency)
+    .bind(s.amount_minor)
+    .bind(now)
+    .bind(s.budget_max_minor)
+    .bind(s.max_uses)
+    .bind(s.next_allowed_at)
+    .bind(s.keep_until)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Ok(LedgerTotals {
+            total_minor: row.try_get("total_minor")?,
+            uses: row.try_get("uses")?,
+        }));
+    }
+    Ok(Err(why_not_spent(tx, s, now).await?))
+}
+
+/// Names the limit that stopped a spend (read inside the same transaction, after the refusal).
+async fn why_not_spent(
+    tx: &mut Transaction<'_, Any>,
+    s: &Spend<'_>,
+    now: i64,
+) -> Result<Refusal, StoreError> {
+    let row =
+        sqlx::query("SELECT currency, uses, next_allowed_at FROM ledger WHERE open_hash = $1")
+            .bind(s.open_hash)
+            .fetch_one(&mut **tx)
+            .await?;
+    let currency: String = row.try_get("currency")?;
+    let uses: i64 = row.try_get("uses")?;
+    let next: Option<i64> = row.try_get("next_allowed_at")?;
+    Ok(if currency != s.currency {
+        Refusal::CurrencyMismatch
+    } else if s.max_uses.is_some_and(|m| uses + 1 > m) {
+        Refusal::RecurrenceLimitReached
+    } else if next.is_some_and(|n| n > now) {
+        Refusal::RecurrenceTooSoon
+    } else {
+        Refusal::BudgetExceeded
+    })
+}
+
+async fn finish_idempotent(
+    tx: &mut Transaction<'_, Any>,
+    done: &IdempotencyDone<'_>,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE idempotency SET state = 'done', response = $3, exp = $4 \
+         WHERE key = $1 AND request_hash = $2 AND state = 'in_progress'",
+    )
+    .bind(done.key)
+    .bind(done.request_hash)
+    .bind(done.response)
+    .bind(done.keep_until)
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
