@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use ap2_mandate::store::{
-    AuditLog, AuditRecord, Begin, Decision, DecisionLedger, IdempotencyDone, NonceUse, Redemption,
-    Refusal, Spend, Store,
+    AuditLog, AuditRecord, Backend, Begin, Decision, DecisionLedger, IdempotencyDone, KeyVault,
+    MasterKey, NonceUse, Redemption, Refusal, Spend, Store, StoreError,
 };
 
 const NOW: i64 = 1_780_000_000;
@@ -452,4 +452,308 @@ async fn recurrence_limits_hold_in_the_ledger() {
             "{name}"
         );
     }
+}
+
+async fn append_three(store: &Store) {
+    for action in ["token.exchange", "mandate.issue", "payment.verify"] {
+        store.append(&record(action)).await.unwrap();
+    }
+}
+
+/// Disables the append-only guard, as an attacker with database access could.
+async fn drop_guards(store: &Store) {
+    use sqlx::Executor as _;
+    let sql = match store.backend() {
+        Backend::Sqlite => "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;",
+        Backend::Postgres => {
+            "DROP TRIGGER audit_no_update ON audit; DROP TRIGGER audit_no_truncate ON audit;"
+        }
+    };
+    store.pool().execute(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_database_refuses_to_change_or_delete_audit_records() {
+    for (name, store) in support::stores().await {
+        append_three(&store).await;
+        let update = sqlx::query("UPDATE audit SET record = 'x' WHERE seq = 2")
+            .execute(store.pool())
+            .await;
+        assert!(update.is_err(), "{name}: update refused");
+        let delete = sqlx::query("DELETE FROM audit WHERE seq = 3")
+            .execute(store.pool())
+            .await;
+        assert!(delete.is_err(), "{name}: delete refused");
+        assert_eq!(store.verify().await.unwrap(), Ok(3), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn changing_one_byte_of_a_record_breaks_the_chain_there() {
+    for (name, store) in support::stores().await {
+        append_three(&store).await;
+        drop_guards(&store).await;
+        sqlx::query("UPDATE audit SET record = REPLACE(record, 'mandate.issue', 'mandate.issuf') WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let broken = store.verify().await.unwrap().unwrap_err();
+        assert_eq!((broken.seq, broken.why), (2, "content changed"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_record_breaks_the_chain_and_is_named() {
+    for (name, store) in support::stores().await {
+        append_three(&store).await;
+        drop_guards(&store).await;
+        sqlx::query("DELETE FROM audit WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.verify().await.unwrap().unwrap_err().seq,
+            2,
+            "{name}: middle"
+        );
+
+        let (_, fresh) = support::stores()
+            .await
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
+        append_three(&fresh).await;
+        drop_guards(&fresh).await;
+        sqlx::query("DELETE FROM audit WHERE seq = 3")
+            .execute(fresh.pool())
+            .await
+            .unwrap();
+        let tail = fresh.verify().await.unwrap().unwrap_err();
+        assert_eq!(
+            (tail.seq, tail.why),
+            (3, "records missing at the end"),
+            "{name}: tail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_tail_reads_records_back_in_order() {
+    for (name, store) in support::stores().await {
+        append_three(&store).await;
+        let tail = store.tail(2).await.unwrap();
+        let actions: Vec<&str> = tail.iter().map(|r| r.record.action.as_str()).collect();
+        assert_eq!(actions, ["mandate.issue", "payment.verify"], "{name}");
+        assert_eq!(tail[1].seq, 3, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_are_sealed_at_rest_and_rotate_with_overlap() {
+    for (name, store) in support::stores().await {
+        let master = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let first = store.signing_key(&master, "receipts", NOW).await.unwrap();
+        let again = store
+            .signing_key(&master, "receipts", NOW + 1)
+            .await
+            .unwrap();
+        assert!(
+            first.public().same_key(again.public()),
+            "{name}: the same key comes back"
+        );
+
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT private_enc FROM keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let d = serde_json::from_str::<serde_json::Value>(&first.to_private_jwk().unwrap())
+            .unwrap()["d"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !sealed.windows(d.len()).any(|w| w == d.as_bytes()),
+            "{name}: no plaintext at rest"
+        );
+
+        let wrong = MasterKey::from_bytes(&[8u8; 32]).unwrap();
+        assert!(
+            matches!(
+                store.signing_key(&wrong, "receipts", NOW).await,
+                Err(StoreError::Corrupt(_))
+            ),
+            "{name}"
+        );
+
+        let second = store
+            .rotate(&master, "receipts", NOW + 10, 600)
+            .await
+            .unwrap();
+        let now_signing = store
+            .signing_key(&master, "receipts", NOW + 11)
+            .await
+            .unwrap();
+        assert!(
+            now_signing.public().same_key(second.public()),
+            "{name}: the new key signs"
+        );
+        let published = store.verification_keys(NOW + 11).await.unwrap();
+        assert!(
+            published.iter().any(|k| k.same_key(first.public())),
+            "{name}: old key still verifies"
+        );
+        let later = store.verification_keys(NOW + 10 + 601).await.unwrap();
+        assert!(
+            !later.iter().any(|k| k.same_key(first.public())),
+            "{name}: old key retired"
+        );
+        assert!(later.iter().any(|k| k.same_key(second.public())), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_master_key_file_is_created_owner_only_and_reused() {
+    let dir = std::env::temp_dir().join(support::unique("ap2_master"));
+    let file = dir.join("master.key");
+    let a = MasterKey::load_or_create(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let b = MasterKey::load_or_create(&file).unwrap();
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
+        &dir.join("db.sqlite"),
+    ))
+    .await
+    .unwrap();
+    let key = store.signing_key(&a, "tokens", NOW).await.unwrap();
+    assert!(store
+        .signing_key(&b, "tokens", NOW)
+        .await
+        .unwrap()
+        .public()
+        .same_key(key.public()));
+    assert!(!format!("{a:?}").contains(&std::fs::read_to_string(&file).unwrap()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn sweeping_removes_the_expired_but_never_makes_a_spent_mandate_spendable() {
+    for (name, store) in support::stores().await {
+        store
+            .issue_nonce("n-old", "aud", None, NOW - 10)
+            .await
+            .unwrap();
+        store
+            .issue_nonce("n-live", "aud", None, NOW + 300)
+            .await
+            .unwrap();
+        assert!(store.remember_jti("dpop", "j-old", NOW - 10).await.unwrap());
+        let audit = record("payment.verify");
+        let redeem = |closed: &'static str, keep_until| Decision {
+            now: NOW,
+            nonce: None,
+            redemption: Some(Redemption {
+                closed_hash: closed,
+                transaction_id: closed,
+                keep_until,
+            }),
+            spend: None,
+            idempotency: None,
+            audit: &audit,
+        };
+        store
+            .commit(&redeem("gone", NOW - 1))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .commit(&redeem("kept", NOW + 3600))
+            .await
+            .unwrap()
+            .unwrap();
+
+        let report = store.sweep(NOW).await.unwrap();
+        assert_eq!(
+            (report.nonces, report.jtis, report.redemptions),
+            (1, 1, 1),
+            "{name}"
+        );
+        assert_eq!(
+            store.commit(&redeem("kept", NOW + 3600)).await.unwrap(),
+            Err(Refusal::Replayed),
+            "{name}"
+        );
+        let live = Decision {
+            now: NOW,
+            nonce: Some(NonceUse {
+                value: "n-live",
+                aud: "aud",
+            }),
+            redemption: None,
+            spend: None,
+            idempotency: None,
+            audit: &audit,
+        };
+        assert!(
+            store.commit(&live).await.unwrap().is_ok(),
+            "{name}: live nonce untouched"
+        );
+        assert_eq!(
+            store.verify().await.unwrap(),
+            Ok(3),
+            "{name}: sweeping leaves the audit alone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_fails_closed_quickly() {
+    let mut config = ap2_mandate::store::StoreConfig::new("postgres://postgres@127.0.0.1:1/test");
+    config.timeout = std::time::Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        Store::open(&config).await,
+        Err(StoreError::Unavailable)
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_locked_sqlite_database_fails_closed_after_the_timeout() {
+    let path = support::sqlite_path();
+    let mut config = ap2_mandate::store::StoreConfig::sqlite(&path);
+    config.timeout = std::time::Duration::from_millis(300);
+    let store = Store::open(&config).await.unwrap();
+    // Another process (a second pool here) holds the write lock.
+    let other = Store::open(&config).await.unwrap();
+    let mut holder = other.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO seen_jtis (scope, jti, exp) VALUES ('x', 'y', 0)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let audit = record("payment.verify");
+    let d = Decision {
+        now: NOW,
+        nonce: None,
+        redemption: Some(Redemption {
+            closed_hash: "c",
+            transaction_id: "t",
+            keep_until: NOW,
+        }),
+        spend: None,
+        idempotency: None,
+        audit: &audit,
+    };
+    assert_eq!(store.commit(&d).await.unwrap_err(), StoreError::Unavailable);
+    holder.rollback().await.unwrap();
+    assert!(
+        store.commit(&d).await.unwrap().is_ok(),
+        "works again once the lock is gone"
+    );
 }
