@@ -133,3 +133,66 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(&path, to.join("cases").join(path.file_name().unwrap())).unwrap();
     }
 }
+
+#[test]
+fn audit_verify_passes_on_a_whole_chain_and_names_a_changed_record() {
+    use ap2_mandate::store::{AuditLog as _, AuditRecord, Store, StoreConfig};
+
+    let path = std::env::temp_dir().join(format!("ap2-cli-audit-{}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(&StoreConfig::new(&url)).await.unwrap();
+        for action in ["token.exchange", "mandate.issue", "payment.verify"] {
+            let record = AuditRecord {
+                at: 1_780_000_000,
+                action: action.into(),
+                outcome: "success".into(),
+                amount: Some("158.00 USD".into()),
+                correlation_id: "run-1".into(),
+                ..Default::default()
+            };
+            store.append(&record).await.unwrap();
+        }
+        store.close().await;
+    });
+
+    let audit = |args: &[&str]| {
+        let out = bin()
+            .arg("audit")
+            .args(["--database-url", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    assert_eq!(
+        audit(&["verify"]),
+        (Some(0), "audit chain intact: 3 records\n".into())
+    );
+    let (code, tail) = audit(&["tail", "-n", "2"]);
+    assert_eq!(code, Some(0));
+    assert!(tail.lines().next().unwrap().starts_with("#2"), "{tail}");
+    assert!(
+        tail.contains("payment.verify") && tail.contains("amount=158.00 USD"),
+        "{tail}"
+    );
+
+    rt.block_on(async {
+        let store = Store::open(&StoreConfig::new(&url)).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER audit_no_update; UPDATE audit SET record = REPLACE(record, '158.00', '999.00') WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let (code, out) = audit(&["verify"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(out, "audit chain BROKEN at record 3: content changed\n");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch.
 
+mod audit;
 mod conformance;
 mod inspect;
 mod verify;
@@ -41,6 +42,8 @@ enum Command {
         /// The vector directory.
         dir: PathBuf,
     },
+    /// Check or read the hash-chained audit log.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs one command; the exit code says whether it succeeded.
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { input } => inspect::run(&read_input(&input)?),
         Command::Verify(args) => verify::run(*args),
         Command::Conformance { dir } => conformance::run(&dir),
+        Command::Audit(args) => audit::run(args),
     }
 }
 
