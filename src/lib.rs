@@ -4,6 +4,16 @@
 //! [`sdjwt`] (RFC 9901 disclosures and Delegate SD-JWT chains) and [`mandate`] (AP2 v0.2
 //! mandates, constraints and receipts). None of it performs I/O or reads the clock: time is an
 //! argument. Anything that skips a check lives in [`danger`] and is named `insecure_…`.
+//! Around it, [`store`] keeps the state that decisions depend on (SQLite or PostgreSQL).
+//!
+//! ```
+//! use ap2_mandate::money::{Amount, Currency, MoneyError};
+//!
+//! // AP2 amounts are integer minor units; budgets come in major units and convert exactly.
+//! let kwd = Currency::from_code("KWD").unwrap();
+//! assert_eq!(Amount::parse_major("1.500", kwd).unwrap().minor(), 1500);
+//! assert_eq!(Amount::parse_major("1.5005", kwd), Err(MoneyError::TooManyFractionDigits));
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

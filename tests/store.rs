@@ -757,3 +757,27 @@ async fn a_locked_sqlite_database_fails_closed_after_the_timeout() {
         "works again once the lock is gone"
     );
 }
+
+#[tokio::test]
+async fn the_background_sweeper_removes_expired_rows_on_its_own() {
+    for (name, store) in support::stores().await {
+        store
+            .issue_nonce("n-expired", "aud", None, 1)
+            .await
+            .unwrap();
+        let sweeper = store.spawn_sweeper(std::time::Duration::from_millis(50));
+        let mut left = 1;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            left = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM nonces")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            if left == 0 {
+                break;
+            }
+        }
+        sweeper.abort();
+        assert_eq!(left, 0, "{name}");
+    }
+}

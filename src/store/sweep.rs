@@ -64,3 +64,22 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Sweeps every `every`, in the background, until the returned handle is aborted or the
+    /// runtime stops. A failed sweep is logged and retried at the next tick.
+    pub fn spawn_sweeper(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match store.sweep(super::unix_now()).await {
+                    Ok(report) => tracing::debug!(?report, "swept expired rows"),
+                    Err(e) => tracing::warn!(error = %e, "sweep failed; retrying at the next tick"),
+                }
+            }
+        })
+    }
+}
