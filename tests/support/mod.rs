@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ap2_mandate::store::{Store, StoreConfig};
+pub mod records;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

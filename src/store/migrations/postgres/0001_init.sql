@@ -170,3 +170,5 @@ CREATE INDEX redemptions_keep ON redemptions (keep_until);
 CREATE INDEX tokens_grant ON tokens (grant_id);
 CREATE INDEX mandates_grant ON mandates (grant_id);
 CREATE INDEX mandates_agent ON mandates (agent_id);
+CREATE INDEX grants_agent ON grants (agent_id);
+CREATE INDEX tokens_agent ON tokens (agent_id);

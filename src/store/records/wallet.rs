@@ -1,0 +1,420 @@
+//! Records of the wallet: consent requests, status lists and issued mandates.
+//!
+//! Deciding a consent and taking a mandate's index in its status list (the OAuth Token Status
+//! List, DESIGN §6) are one conditional statement each: racing requests get one winner. A mandate
+//! is stored only while its agent (and grant, if any) rows are held active and its consent, if
+//! any, is approved. Nothing here signs a mandate or renders a status list.
+
+use std::future::Future;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+
+use super::{
+    exists, hold_active_agent, hold_active_grant, optional_text, text, ConsentRefusal,
+    ConsentRequest, ConsentStatus, MandateRecord, NewMandate, RecordError, StatusListRecord,
+    MAX_CONSENT_BODY_LEN, MAX_STATUS_LIST_SIZE,
+};
+use crate::store::{Store, StoreError};
+
+/// Records of the wallet: consent requests, status lists and issued mandates.
+pub trait WalletRecords {
+    /// Stores a new, pending consent request.
+    fn create_consent(
+        &self,
+        consent: &ConsentRequest,
+    ) -> impl Future<Output = Result<(), RecordError>> + Send;
+
+    /// The consent request with this id.
+    fn consent(&self, id: &str) -> impl Future<Output = Result<ConsentRequest, StoreError>> + Send;
+
+    /// The human's decision, in one conditional statement: of racing decisions exactly one wins.
+    fn decide_consent(
+        &self,
+        id: &str,
+        user_id: &str,
+        approve: bool,
+        now: i64,
+    ) -> impl Future<Output = Result<Result<(), ConsentRefusal>, StoreError>> + Send;
+
+    /// Creates an empty status list of `size` entries.
+    fn create_status_list(
+        &self,
+        id: &str,
+        size: i64,
+    ) -> impl Future<Output = Result<(), RecordError>> + Send;
+
+    /// The status list with this id.
+    fn status_list(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<StatusListRecord, StoreError>> + Send;
+
+    /// Takes the next index of the mandate's status list and stores the mandate under it, in one
+    /// transaction; returns the index.
+    fn allocate_mandate(
+        &self,
+        mandate: &NewMandate,
+    ) -> impl Future<Output = Result<i64, RecordError>> + Send;
+
+    /// The mandate with this id.
+    fn mandate(&self, id: &str) -> impl Future<Output = Result<MandateRecord, StoreError>> + Send;
+
+    /// The mandate with this hash.
+    fn mandate_by_hash(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<MandateRecord, StoreError>> + Send;
+
+    /// Revokes a mandate: `true` if this call revoked it, `false` if it was revoked already.
+    fn revoke_mandate(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes every mandate issued under a grant; returns how many this call revoked.
+    fn revoke_mandates_of_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Revokes every mandate bound to an agent; returns how many this call revoked.
+    fn revoke_mandates_of_agent(
+        &self,
+        agent_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The indexes of revoked mandates in a status list, ascending (empty for an unknown list).
+    fn revoked_indexes(
+        &self,
+        status_list_id: &str,
+    ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+}
+
+const MANDATE_SELECT: &str = "SELECT id, hash, status_list_id, status_index, user_id, agent_id, \
+     grant_id, consent_id, exp, revoked_at FROM mandates";
+
+impl WalletRecords for Store {
+    async fn create_consent(&self, consent: &ConsentRequest) -> Result<(), RecordError> {
+        consent.check()?;
+        sqlx::query(
+            "INSERT INTO consent_requests (id, user_id, agent_id, grant_id, token_jti, body, \
+             status, created_at, expires_at, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(consent.id.as_str())
+        .bind(consent.user_id.as_str())
+        .bind(consent.agent_id.as_str())
+        .bind(consent.grant_id.as_deref())
+        .bind(consent.token_jti.as_deref())
+        .bind(consent.body.as_str())
+        .bind(consent.status.as_str())
+        .bind(consent.created_at)
+        .bind(consent.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn consent(&self, id: &str) -> Result<ConsentRequest, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, agent_id, grant_id, token_jti, body, status, created_at, \
+             expires_at, decided_at FROM consent_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        consent_from(&row)
+    }
+
+    async fn decide_consent(
+        &self,
+        id: &str,
+        user_id: &str,
+        approve: bool,
+        now: i64,
+    ) -> Result<Result<(), ConsentRefusal>, StoreError> {
+        let status = if approve {
+            ConsentStatus::Approved
+        } else {
+            ConsentStatus::Denied
+        };
+        let decided = sqlx::query(
+            "UPDATE consent_requests SET status = $3, decided_at = $4 \
+             WHERE id = $1 AND user_id = $2 AND status = 'pending' AND expires_at > $4",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if decided.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        Ok(Err(self.why_not_decided(id, user_id).await?))
+    }
+
+    async fn create_status_list(&self, id: &str, size: i64) -> Result<(), RecordError> {
+        text("status_list.id", id)?;
+        if !(1..=MAX_STATUS_LIST_SIZE).contains(&size) {
+            return Err(RecordError::Invalid("status_list.size"));
+        }
+        sqlx::query("INSERT INTO status_lists (id, size, next_index) VALUES ($1, $2, 0)")
+            .bind(id)
+            .bind(size)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn status_list(&self, id: &str) -> Result<StatusListRecord, StoreError> {
+        let row = sqlx::query("SELECT id, size, next_index FROM status_lists WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(StatusListRecord {
+            id: row.try_get("id")?,
+            size: row.try_get("size")?,
+            next_index: row.try_get("next_index")?,
+        })
+    }
+
+    async fn allocate_mandate(&self, mandate: &NewMandate) -> Result<i64, RecordError> {
+        mandate.check()?;
+        let mut tx = self.pool.begin().await?;
+        hold_active_agent(&mut tx, &mandate.agent_id).await?;
+        if let Some(grant_id) = &mandate.grant_id {
+            hold_active_grant(&mut tx, grant_id, &mandate.agent_id, &mandate.user_id).await?;
+        }
+        if let Some(consent_id) = &mandate.consent_id {
+            require_approved_consent(&mut tx, consent_id, mandate).await?;
+        }
+
+        let index = take_status_index(&mut tx, &mandate.status_list_id).await?;
+        insert_mandate(&mut tx, mandate, index).await?;
+        tx.commit().await?;
+        Ok(index)
+    }
+
+    async fn mandate(&self, id: &str) -> Result<MandateRecord, StoreError> {
+        self.mandate_where("id", id).await
+    }
+
+    async fn mandate_by_hash(&self, hash: &str) -> Result<MandateRecord, StoreError> {
+        self.mandate_where("hash", hash).await
+    }
+
+    async fn revoke_mandate(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = revoke_mandates_where(&mut tx, "id", id, now).await?;
+        if revoked == 0 && !exists(&mut tx, "mandates", "id", id).await? {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(revoked == 1)
+    }
+
+    async fn revoke_mandates_of_grant(&self, grant_id: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = revoke_mandates_where(&mut tx, "grant_id", grant_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn revoke_mandates_of_agent(&self, agent_id: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = revoke_mandates_where(&mut tx, "agent_id", agent_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn revoked_indexes(&self, status_list_id: &str) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT status_index FROM mandates \
+             WHERE status_list_id = $1 AND revoked_at IS NOT NULL ORDER BY status_index",
+        )
+        .bind(status_list_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+impl Store {
+    /// One mandate by a unique column (`id` or `hash`, never input).
+    async fn mandate_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<MandateRecord, StoreError> {
+        let sql = format!("{MANDATE_SELECT} WHERE {column} = $1");
+        let row = sqlx::query(&sql).bind(value).fetch_one(&self.pool).await?;
+        mandate_from(&row)
+    }
+
+    /// Names why a consent decision changed nothing (read after the refused update).
+    async fn why_not_decided(&self, id: &str, user_id: &str) -> Result<ConsentRefusal, StoreError> {
+        let row = sqlx::query("SELECT user_id, status FROM consent_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(ConsentRefusal::NotFound);
+        };
+        let owner: String = row.try_get("user_id")?;
+        if owner != user_id {
+            return Ok(ConsentRefusal::OtherUser);
+        }
+        let status: String = row.try_get("status")?;
+        Ok(
+            match ConsentStatus::from_stored(&status, "consent_requests.status")? {
+                ConsentStatus::Approved | ConsentStatus::Denied => ConsentRefusal::AlreadyDecided,
+                // Still pending, so the update failed on `expires_at`.
+                ConsentStatus::Pending | ConsentStatus::Expired => ConsentRefusal::Expired,
+            },
+        )
+    }
+}
+
+async fn insert_mandate(
+    tx: &mut Transaction<'_, Any>,
+    m: &NewMandate,
+    index: i64,
+) -> Result<(), RecordError> {
+    sqlx::query(
+        "INSERT INTO mandates (id, hash, status_list_id, status_index, user_id, agent_id, \
+         grant_id, consent_id, exp, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+    )
+    .bind(m.id.as_str())
+    .bind(m.hash.as_str())
+    .bind(m.status_list_id.as_str())
+    .bind(index)
+    .bind(m.user_id.as_str())
+    .bind(m.agent_id.as_str())
+    .bind(m.grant_id.as_deref())
+    .bind(m.consent_id.as_deref())
+    .bind(m.exp)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the next free index of a status list in one statement.
+async fn take_status_index(tx: &mut Transaction<'_, Any>, list: &str) -> Result<i64, RecordError> {
+    let row = sqlx::query(
+        "UPDATE status_lists SET next_index = next_index + 1 \
+         WHERE id = $1 AND next_index < size RETURNING next_index - 1 AS status_index",
+    )
+    .bind(list)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(row) => Ok(row.try_get("status_index")?),
+        None if exists(tx, "status_lists", "id", list).await? => Err(RecordError::StatusListFull),
+        None => Err(StoreError::NotFound.into()),
+    }
+}
+
+/// A decided consent never changes again, so reading it is enough.
+async fn require_approved_consent(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    m: &NewMandate,
+) -> Result<(), RecordError> {
+    let approved = sqlx::query(
+        "SELECT id FROM consent_requests \
+         WHERE id = $1 AND user_id = $2 AND agent_id = $3 AND status = 'approved'",
+    )
+    .bind(id)
+    .bind(m.user_id.as_str())
+    .bind(m.agent_id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    approved.map(|_| ()).ok_or(RecordError::ConsentNotApproved)
+}
+
+/// Revokes the unrevoked mandates whose `column` (a fixed name, never input) equals `value`.
+async fn revoke_mandates_where(
+    tx: &mut Transaction<'_, Any>,
+    column: &'static str,
+    value: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let sql =
+        format!("UPDATE mandates SET revoked_at = $2 WHERE {column} = $1 AND revoked_at IS NULL");
+    let done = sqlx::query(&sql)
+        .bind(value)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+fn consent_from(row: &AnyRow) -> Result<ConsentRequest, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(ConsentRequest {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        agent_id: row.try_get("agent_id")?,
+        grant_id: row.try_get("grant_id")?,
+        token_jti: row.try_get("token_jti")?,
+        body: row.try_get("body")?,
+        status: ConsentStatus::from_stored(&status, "consent_requests.status")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+    })
+}
+
+fn mandate_from(row: &AnyRow) -> Result<MandateRecord, StoreError> {
+    Ok(MandateRecord {
+        id: row.try_get("id")?,
+        hash: row.try_get("hash")?,
+        status_list_id: row.try_get("status_list_id")?,
+        status_index: row.try_get("status_index")?,
+        user_id: row.try_get("user_id")?,
+        agent_id: row.try_get("agent_id")?,
+        grant_id: row.try_get("grant_id")?,
+        consent_id: row.try_get("consent_id")?,
+        exp: row.try_get("exp")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl ConsentRequest {
+    fn check(&self) -> Result<(), RecordError> {
+        text("consent.id", &self.id)?;
+        text("consent.user_id", &self.user_id)?;
+        text("consent.agent_id", &self.agent_id)?;
+        optional_text("consent.grant_id", self.grant_id.as_deref())?;
+        optional_text("consent.token_jti", self.token_jti.as_deref())?;
+        crate::json::parse_object(self.body.as_bytes(), MAX_CONSENT_BODY_LEN)
+            .map_err(|_| RecordError::Invalid("consent.body"))?;
+        if self.status != ConsentStatus::Pending || self.decided_at.is_some() {
+            return Err(RecordError::Invalid("consent.status"));
+        }
+        if self.expires_at <= self.created_at {
+            return Err(RecordError::Invalid("consent.expires_at"));
+        }
+        Ok(())
+    }
+}
+
+impl NewMandate {
+    fn check(&self) -> Result<(), RecordError> {
+        text("mandate.id", &self.id)?;
+        text("mandate.hash", &self.hash)?;
+        text("mandate.status_list_id", &self.status_list_id)?;
+        text("mandate.user_id", &self.user_id)?;
+        text("mandate.agent_id", &self.agent_id)?;
+        optional_text("mandate.grant_id", self.grant_id.as_deref())?;
+        optional_text("mandate.consent_id", self.consent_id.as_deref())?;
+        if self.exp <= 0 {
+            return Err(RecordError::Invalid("mandate.exp"));
+        }
+        Ok(())
+    }
+}
