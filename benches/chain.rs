@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench --bench chain`. The chain figure covers parsing, both hop signatures,
 //! disclosures, bindings, times and every constraint; the merchant's checkout JWT is verified
-//! once beforehand (it is a separate input), and is timed on its own as well.
+//! once beforehand (it is a separate input), and is timed on its own as well. After criterion,
+//! an interleaved measurement gives the chain's cost in units of two bare verifications.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -14,6 +15,83 @@ use ap2_mandate::mandate::{CheckoutJwt, PaymentBindings, Policy, Trust, Usage, V
 use ap2_mandate::sdjwt::{Challenge, UnverifiedChain};
 use criterion::{criterion_group, Criterion};
 use serde_json::Value;
+
+/// The case's inputs, with the trust and the verified checkout the chain is checked against.
+struct Setup {
+    chain: String,
+    checkout_jwt: String,
+    aud: String,
+    nonce: String,
+    open_hash: String,
+    now: i64,
+    trust: Trust,
+    policy: Policy,
+    checkout: CheckoutJwt,
+}
+
+impl Setup {
+    fn load() -> Setup {
+        let case = load("cases/valid_hnp_payment.json");
+        let s = |k: &str| case[k].as_str().expect("string field").to_owned();
+        let now = case["now"].as_i64().expect("now");
+        let trust = trust();
+        let checkout_jwt = s("checkout_jwt");
+        let checkout =
+            CheckoutJwt::verify(&checkout_jwt, &trust.merchants, now).expect("checkout verifies");
+        Setup {
+            chain: s("chain"),
+            checkout_jwt,
+            aud: s("expected_aud"),
+            nonce: s("expected_nonce"),
+            open_hash: s("expected_open_checkout_hash"),
+            now,
+            trust,
+            policy: Policy::default(),
+            checkout,
+        }
+    }
+
+    /// One full in-process verification of the chain.
+    fn verify_chain(&self) {
+        let verifier = Verifier {
+            policy: &self.policy,
+            trust: &self.trust,
+        };
+        let challenge = Challenge {
+            aud: &self.aud,
+            nonce: &self.nonce,
+        };
+        let bindings = PaymentBindings {
+            checkout: &self.checkout,
+            open_checkout_hash: Some(&self.open_hash),
+        };
+        let parsed = UnverifiedChain::parse(black_box(&self.chain)).expect("parses");
+        let verified = verifier
+            .payment(
+                &parsed,
+                &bindings,
+                &Usage::default(),
+                Some(&challenge),
+                self.now,
+            )
+            .expect("verifies");
+        black_box(verified);
+    }
+
+    /// One bare ES256 verification: the checkout JWT's signature with its pre-parsed key.
+    fn bare_verify(&self) {
+        let (input, sig) = self.checkout_jwt.rsplit_once('.').expect("jwt");
+        let sig: [u8; 64] = b64::decode(sig).expect("b64").try_into().expect("64 bytes");
+        let merchant = self
+            .trust
+            .merchants
+            .get("northwind-checkout-k1")
+            .expect("merchant key");
+        merchant
+            .verify(black_box(input.as_bytes()), black_box(&sig))
+            .expect("valid");
+    }
+}
 
 fn load(name: &str) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ap2-v0.2");
@@ -34,119 +112,42 @@ fn trust() -> Trust {
 }
 
 fn bench(c: &mut Criterion) {
-    let case = load("cases/valid_hnp_payment.json");
-    let s = |k: &str| case[k].as_str().expect("string field").to_owned();
-    let (chain, checkout_jwt, aud, nonce) = (
-        s("chain"),
-        s("checkout_jwt"),
-        s("expected_aud"),
-        s("expected_nonce"),
-    );
-    let open_hash = s("expected_open_checkout_hash");
-    let now = case["now"].as_i64().expect("now");
-    let trust = trust();
-    let policy = Policy::default();
-    let verifier = Verifier {
-        policy: &policy,
-        trust: &trust,
-    };
-    let checkout =
-        CheckoutJwt::verify(&checkout_jwt, &trust.merchants, now).expect("checkout verifies");
-    let challenge = Challenge {
-        aud: &aud,
-        nonce: &nonce,
-    };
-    let bindings = PaymentBindings {
-        checkout: &checkout,
-        open_checkout_hash: Some(&open_hash),
-    };
-    let usage = Usage::default();
-
+    let setup = Setup::load();
     let mut group = c.benchmark_group("es256");
     group.bench_function("valid_hnp_payment chain (2 signatures)", |b| {
-        b.iter(|| {
-            let parsed = UnverifiedChain::parse(black_box(&chain)).expect("parses");
-            verifier
-                .payment(&parsed, &bindings, &usage, Some(&challenge), now)
-                .expect("verifies")
-        })
+        b.iter(|| setup.verify_chain())
     });
-
-    let (input, sig) = checkout_jwt.rsplit_once('.').expect("jwt");
-    let sig: [u8; 64] = b64::decode(sig).expect("b64").try_into().expect("64 bytes");
-    let merchant = trust
-        .merchants
-        .get("northwind-checkout-k1")
-        .expect("merchant key");
     group.bench_function("bare ES256 verify (aws-lc-rs)", |b| {
-        b.iter(|| {
-            merchant
-                .verify(black_box(input.as_bytes()), black_box(&sig))
-                .expect("valid")
-        })
+        b.iter(|| setup.bare_verify())
     });
-
     group.bench_function("checkout JWT verify (1 signature)", |b| {
         b.iter(|| {
-            CheckoutJwt::verify(black_box(&checkout_jwt), &trust.merchants, now).expect("verifies")
+            CheckoutJwt::verify(
+                black_box(&setup.checkout_jwt),
+                &setup.trust.merchants,
+                setup.now,
+            )
+            .expect("verifies")
         })
     });
     group.finish();
 }
 
-/// The same two measurements interleaved in blocks, so that drifting clock speed on a shared
-/// machine affects both alike; prints the chain's cost in units of two bare verifications.
+/// The two measurements interleaved in blocks, so that drifting clock speed on a shared machine
+/// affects both alike; prints the chain's cost in units of two bare verifications.
 fn interleaved_ratio() {
-    let case = load("cases/valid_hnp_payment.json");
-    let s = |k: &str| case[k].as_str().expect("string field").to_owned();
-    let (chain, checkout_jwt) = (s("chain"), s("checkout_jwt"));
-    let (aud, nonce, open_hash) = (
-        s("expected_aud"),
-        s("expected_nonce"),
-        s("expected_open_checkout_hash"),
-    );
-    let now = case["now"].as_i64().expect("now");
-    let trust = trust();
-    let policy = Policy::default();
-    let verifier = Verifier {
-        policy: &policy,
-        trust: &trust,
-    };
-    let checkout =
-        CheckoutJwt::verify(&checkout_jwt, &trust.merchants, now).expect("checkout verifies");
-    let challenge = Challenge {
-        aud: &aud,
-        nonce: &nonce,
-    };
-    let bindings = PaymentBindings {
-        checkout: &checkout,
-        open_checkout_hash: Some(&open_hash),
-    };
-    let (input, sig) = checkout_jwt.rsplit_once('.').expect("jwt");
-    let sig: [u8; 64] = b64::decode(sig).expect("b64").try_into().expect("64 bytes");
-    let merchant = trust
-        .merchants
-        .get("northwind-checkout-k1")
-        .expect("merchant key");
-
+    let setup = Setup::load();
     let (blocks, per_block) = (40, 250);
     let (mut chain_time, mut bare_time) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..blocks {
         let t = Instant::now();
         for _ in 0..per_block {
-            let parsed = UnverifiedChain::parse(black_box(&chain)).expect("parses");
-            black_box(
-                verifier
-                    .payment(&parsed, &bindings, &Usage::default(), Some(&challenge), now)
-                    .expect("verifies"),
-            );
+            setup.verify_chain();
         }
         chain_time += t.elapsed();
         let t = Instant::now();
         for _ in 0..per_block {
-            merchant
-                .verify(black_box(input.as_bytes()), black_box(&sig))
-                .expect("valid");
+            setup.bare_verify();
         }
         bare_time += t.elapsed();
     }
