@@ -27,6 +27,7 @@ struct Setup {
     trust: Trust,
     policy: Policy,
     checkout: CheckoutJwt,
+    signature: [u8; 64],
 }
 
 impl Setup {
@@ -38,6 +39,8 @@ impl Setup {
         let checkout_jwt = s("checkout_jwt");
         let checkout =
             CheckoutJwt::verify(&checkout_jwt, &trust.merchants, now).expect("checkout verifies");
+        let sig = checkout_jwt.rsplit_once('.').expect("jwt").1;
+        let signature = b64::decode(sig).expect("b64").try_into().expect("64 bytes");
         Setup {
             chain: s("chain"),
             checkout_jwt,
@@ -48,6 +51,7 @@ impl Setup {
             trust,
             policy: Policy::default(),
             checkout,
+            signature,
         }
     }
 
