@@ -781,3 +781,35 @@ async fn the_background_sweeper_removes_expired_rows_on_its_own() {
         assert_eq!(left, 0, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_first_spend_over_the_budget_is_refused_and_leaves_no_ledger_row() {
+    for (name, store) in support::stores().await {
+        let audit = record("payment.verify");
+        let d = Decision {
+            now: NOW,
+            nonce: None,
+            redemption: None,
+            spend: Some(spend("open-big", 20_000, Some(10_000))),
+            idempotency: None,
+            audit: &audit,
+        };
+        assert_eq!(
+            store.commit(&d).await.unwrap(),
+            Err(Refusal::BudgetExceeded),
+            "{name}"
+        );
+        assert_eq!(store.usage("open-big").await.unwrap(), None, "{name}");
+        let mut none_left = spend("open-none", 1, None);
+        none_left.max_uses = Some(0);
+        let d = Decision {
+            spend: Some(none_left),
+            ..d
+        };
+        assert_eq!(
+            store.commit(&d).await.unwrap(),
+            Err(Refusal::RecurrenceLimitReached),
+            "{name}"
+        );
+    }
+}

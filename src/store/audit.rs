@@ -2,8 +2,8 @@
 //!
 //! Each record carries the hash of the one before it: `hash = SHA-256(prev_hash ‖ "\n" ‖ seq ‖
 //! "\n" ‖ record)`, base64url, where `record` is the JSON text as stored. A one-row head table
-//! (`audit_head`) holds the last sequence number and hash; appending updates it, which
-//! serializes appends in commit order. Records are appended inside the transaction of the decision they
+//! (`audit_head`) holds the last sequence number and hash; appending takes the next number from
+//! it (which serializes appends in commit order) and a trigger moves its hash forward. Records are appended inside the transaction of the decision they
 //! describe. The database refuses updates and deletes of `audit` (triggers), and [`verify`]
 //! names the first record that does not fit, including a missing tail.
 //!
@@ -197,10 +197,6 @@ pub(crate) async fn append_in(
     .bind(record.at)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
     Ok(seq)
 }
 

@@ -432,22 +432,20 @@ async fn add_spend(
     s: &Spend<'_>,
     now: i64,
 ) -> Result<Result<LedgerTotals, Refusal>, StoreError> {
-    sqlx::query(
-        "INSERT INTO ledger (open_hash, currency, total_minor, uses, last_use, next_allowed_at, keep_until) \
-         VALUES ($1, $2, 0, 0, NULL, NULL, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(s.open_hash)
-    .bind(s.currency)
-    .bind(s.keep_until)
-    .execute(&mut **tx)
-    .await?;
+    // One statement: the first spend inserts the row (if it fits on its own), later ones update
+    // it only where the new totals stay within every limit.
     let row = sqlx::query(
-        "UPDATE ledger SET total_minor = total_minor + $3, uses = uses + 1, last_use = $4, \
-             next_allowed_at = $7, keep_until = CASE WHEN keep_until > $8 THEN keep_until ELSE $8 END \
-         WHERE open_hash = $1 AND currency = $2 \
-           AND ($5 IS NULL OR total_minor + $3 <= $5) \
-           AND ($6 IS NULL OR uses + 1 <= $6) \
-           AND (next_allowed_at IS NULL OR next_allowed_at <= $4) \
+        "INSERT INTO ledger (open_hash, currency, total_minor, uses, last_use, next_allowed_at, keep_until) \
+         SELECT $1, $2, $3, 1, $4, $7, $8 WHERE ($5 IS NULL OR $3 <= $5) AND ($6 IS NULL OR 1 <= $6) \
+         ON CONFLICT (open_hash) DO UPDATE SET \
+             total_minor = ledger.total_minor + excluded.total_minor, uses = ledger.uses + 1, \
+             last_use = excluded.last_use, next_allowed_at = excluded.next_allowed_at, \
+             keep_until = CASE WHEN ledger.keep_until > excluded.keep_until \
+                 THEN ledger.keep_until ELSE excluded.keep_until END \
+         WHERE ledger.currency = excluded.currency \
+           AND ($5 IS NULL OR ledger.total_minor + excluded.total_minor <= $5) \
+           AND ($6 IS NULL OR ledger.uses + 1 <= $6) \
+           AND (ledger.next_allowed_at IS NULL OR ledger.next_allowed_at <= excluded.last_use) \
          RETURNING total_minor, uses",
     )
     .bind(s.open_hash)
@@ -478,8 +476,16 @@ async fn why_not_spent(
     let row =
         sqlx::query("SELECT currency, uses, next_allowed_at FROM ledger WHERE open_hash = $1")
             .bind(s.open_hash)
-            .fetch_one(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
+    let Some(row) = row else {
+        // No earlier use: this amount alone is over a limit.
+        return Ok(if s.max_uses.is_some_and(|m| m < 1) {
+            Refusal::RecurrenceLimitReached
+        } else {
+            Refusal::BudgetExceeded
+        });
+    };
     let currency: String = row.try_get("currency")?;
     let uses: i64 = row.try_get("uses")?;
     let next: Option<i64> = row.try_get("next_allowed_at")?;

@@ -147,6 +147,17 @@ BEGIN
 END;
 $fn$;
 
+-- The head follows every appended record, in the same statement.
+CREATE FUNCTION audit_head_follows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE audit_head SET hash = NEW.hash WHERE id = 1;
+    RETURN NEW;
+END;
+$fn$;
+
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_head_follows();
+
 CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
     FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 

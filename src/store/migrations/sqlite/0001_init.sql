@@ -141,6 +141,12 @@ CREATE TABLE audit (
     created_at INTEGER NOT NULL
 );
 
+-- The head follows every appended record, in the same statement.
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit
+BEGIN
+    UPDATE audit_head SET hash = NEW.hash WHERE id = 1;
+END;
+
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN
     SELECT RAISE(ABORT, 'audit records are append-only');
