@@ -171,6 +171,7 @@ impl OpenCheckoutMandate {
     /// Reads the content, with the `cnf` key already parsed by the chain.
     pub(crate) fn with_key(obj: &Map<String, Value>, cnf: PublicJwk) -> Result<Self, Error> {
         Vct::expect(obj, Vct::CheckoutOpen)?;
+        expiry(obj)?;
         Ok(OpenCheckoutMandate {
             constraints: constraints(obj)?,
             cnf,
@@ -204,6 +205,7 @@ impl OpenPaymentMandate {
     /// Reads the content, with the `cnf` key already parsed by the chain.
     pub(crate) fn with_key(obj: &Map<String, Value>, cnf: PublicJwk) -> Result<Self, Error> {
         Vct::expect(obj, Vct::PaymentOpen)?;
+        expiry(obj)?;
         let preset = PaymentPreset {
             payee: optional(obj, "payee")?,
             payment_amount: optional::<WireAmount>(obj, "payment_amount")?
@@ -271,6 +273,13 @@ pub fn amount_value(a: &Amount) -> Value {
 fn amount(wire: WireAmount) -> Result<Amount, Error> {
     let currency = Currency::from_code(&wire.currency).map_err(|_| Error::Malformed("currency"))?;
     Amount::from_minor_i64(wire.amount, currency).map_err(|_| Error::Malformed("amount"))
+}
+
+/// An open mandate is standing authority: it must say when it ends (the chain checked the value).
+fn expiry(obj: &Map<String, Value>) -> Result<i64, Error> {
+    obj.get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(Error::Malformed("exp"))
 }
 
 fn constraints(obj: &Map<String, Value>) -> Result<Vec<Constraint>, Error> {

@@ -63,8 +63,9 @@ impl Default for Policy {
             chain: ChainPolicy::default(),
             allow_issuer_signed_closed: true,
             bind_payment_to_checkout: true,
-            required_checkout: Vec::new(),
-            required_payment: Vec::new(),
+            // What the AP2 schemas require every open mandate to contain.
+            required_checkout: vec!["checkout.line_items".into()],
+            required_payment: vec!["payment.reference".into()],
         }
     }
 }
@@ -375,5 +376,66 @@ fn check_preset(preset: &PaymentPreset, closed: &ClosedPaymentMandate) -> Result
         Ok(())
     } else {
         Err(Error::Violated(Violation::PresetMismatch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Map};
+
+    use super::*;
+    use crate::jose::{sha256_b64, sign_compact, SigningKey};
+    use crate::mandate::build::{close, issue, join};
+
+    const NOW: i64 = 1_780_000_000;
+
+    #[test]
+    fn an_open_mandate_without_exp_or_without_its_required_constraint_is_refused() {
+        let root = SigningKey::generate(Some("w".into())).unwrap();
+        let agent = SigningKey::generate(Some("a".into())).unwrap();
+        let merchant = SigningKey::generate(Some("m".into())).unwrap();
+        let mut trust = Trust::default();
+        trust.issuers.insert(root.public().clone()).unwrap();
+        trust.merchants.insert(merchant.public().clone()).unwrap();
+        let body = json!({"id": "c", "line_items": [{"item": {"id": "x"}, "quantity": 1}],
+            "currency": "USD", "totals": [{"type": "total", "amount": 100}]});
+        let jwt = sign_compact(&merchant, Some("JWT"), false, body.to_string().as_bytes()).unwrap();
+        let checkout = CheckoutJwt::verify(&jwt, &trust.merchants, NOW).unwrap();
+        let closed =
+            json!({"vct": "mandate.checkout.1", "checkout_hash": sha256_b64(jwt.as_bytes())});
+        let policy = Policy::default();
+        let verifier = Verifier {
+            policy: &policy,
+            trust: &trust,
+        };
+        let challenge = Challenge {
+            aud: "v",
+            nonce: "n",
+        };
+
+        let line_items = json!([{"type": "checkout.line_items", "items": [{"id": "r",
+            "quantity": 1, "acceptable_items": [{"id": "x", "title": "X"}]}]}]);
+        let cases = [
+            (Some(NOW + 600), line_items.clone(), None),
+            (None, line_items, Some(Error::Malformed("exp"))),
+            (
+                Some(NOW + 600),
+                json!([]),
+                Some(Error::Violated(Violation::RequiredConstraintMissing)),
+            ),
+        ];
+        for (exp, constraints, want) in cases {
+            let mut open = json!({"vct": "mandate.checkout.open.1", "constraints": constraints,
+                "cnf": {"jwk": agent.public().to_value()}});
+            if let Some(exp) = exp {
+                open["exp"] = json!(exp);
+            }
+            let root_segment = issue(&root, "dc+sd-jwt", Map::new(), open).unwrap();
+            let hop = close(&agent, &root_segment, closed.clone(), "v", "n", NOW).unwrap();
+            let chain = join(&[&root_segment, &hop]);
+            let parsed = UnverifiedChain::parse(&chain).unwrap();
+            let got = verifier.checkout(&parsed, &checkout, Some(&challenge), NOW);
+            assert_eq!(got.err(), want, "{exp:?}");
+        }
     }
 }
