@@ -3,8 +3,10 @@
 //!
 //! Run: `cargo bench --bench chain`. The chain figure covers parsing, both hop signatures,
 //! disclosures, bindings, times and every constraint; the merchant's checkout JWT is verified
-//! once beforehand (it is a separate input), and is timed on its own as well. After criterion,
-//! an interleaved measurement gives the chain's cost in units of two bare verifications.
+//! once beforehand (it is a separate input), and is timed on its own as well. The same chain is
+//! also timed with its root remembered (`KeySet::remember_verified`), as when an open mandate is
+//! presented again. After criterion, an interleaved measurement gives the chain's cost in units
+//! of bare verifications.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -31,11 +33,16 @@ struct Setup {
 }
 
 impl Setup {
-    fn load() -> Setup {
+    /// With `remember`, the issuer keys remember verified roots (an open mandate presented
+    /// again); without, every verification is cold.
+    fn load(remember: bool) -> Setup {
         let case = load("cases/valid_hnp_payment.json");
         let s = |k: &str| case[k].as_str().expect("string field").to_owned();
         let now = case["now"].as_i64().expect("now");
-        let trust = trust();
+        let mut trust = trust();
+        if remember {
+            trust.issuers = trust.issuers.remember_verified(1024);
+        }
         let checkout_jwt = s("checkout_jwt");
         let checkout =
             CheckoutJwt::verify(&checkout_jwt, &trust.merchants, now).expect("checkout verifies");
@@ -115,10 +122,14 @@ fn trust() -> Trust {
 }
 
 fn bench(c: &mut Criterion) {
-    let setup = Setup::load();
+    let setup = Setup::load(false);
+    let warm = Setup::load(true);
     let mut group = c.benchmark_group("es256");
     group.bench_function("valid_hnp_payment chain (2 signatures)", |b| {
         b.iter(|| setup.verify_chain())
+    });
+    group.bench_function("same chain, root remembered (1 signature)", |b| {
+        b.iter(|| warm.verify_chain())
     });
     group.bench_function("bare ES256 verify (aws-lc-rs)", |b| {
         b.iter(|| setup.bare_verify())
@@ -139,15 +150,22 @@ fn bench(c: &mut Criterion) {
 /// The two measurements interleaved in blocks, so that drifting clock speed on a shared machine
 /// affects both alike; prints the chain's cost in units of two bare verifications.
 fn interleaved_ratio() {
-    let setup = Setup::load();
+    let setup = Setup::load(false);
+    let warm = Setup::load(true);
     let (blocks, per_block) = (40, 250);
-    let (mut chain_time, mut bare_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut chain_time, mut warm_time, mut bare_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..blocks {
         let t = Instant::now();
         for _ in 0..per_block {
             setup.verify_chain();
         }
         chain_time += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..per_block {
+            warm.verify_chain();
+        }
+        warm_time += t.elapsed();
         let t = Instant::now();
         for _ in 0..per_block {
             setup.bare_verify();
@@ -160,6 +178,11 @@ fn interleaved_ratio() {
         chain_time / n,
         bare_time / n,
         chain_time.as_secs_f64() / bare_time.as_secs_f64() / 2.0
+    );
+    println!(
+        "interleaved: chain with its root remembered {:?} = {:.3} bare verifications",
+        warm_time / n,
+        warm_time.as_secs_f64() / bare_time.as_secs_f64()
     );
 }
 

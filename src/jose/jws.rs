@@ -146,6 +146,27 @@ impl<'a> UnverifiedJws<'a> {
         })
     }
 
+    /// Like [`UnverifiedJws::verify`], skipping the ECDSA step when `seen` remembers this exact
+    /// key, signed input and signature verifying before; a fresh success is remembered.
+    pub fn verify_remembered(
+        self,
+        key: &PublicJwk,
+        seen: &super::VerifiedSignatures,
+    ) -> Result<VerifiedJws<'a>, Error> {
+        let digest =
+            super::VerifiedSignatures::digest(&key.sec1(), self.signing_input, &self.signature);
+        if !seen.contains(&digest) {
+            key.verify(self.signing_input.as_bytes(), &self.signature)?;
+            seen.insert(digest);
+        }
+        let claims = decode_payload(self.payload)?;
+        Ok(VerifiedJws {
+            header: self.header,
+            signing_input: self.signing_input,
+            claims,
+        })
+    }
+
     /// Verifies with the key the header itself carries (DPoP proofs only).
     pub fn verify_with_embedded_key(self) -> Result<VerifiedJws<'a>, Error> {
         let key = self.header.jwk.clone().ok_or(Error::EmbeddedKey)?;

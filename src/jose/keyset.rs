@@ -5,13 +5,15 @@
 //! lookup is never ambiguous.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::{Error, PublicJwk};
+use super::{Error, PublicJwk, UnverifiedJws, VerifiedJws, VerifiedSignatures};
 
 /// Trusted keys by `kid`.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     by_kid: HashMap<String, PublicJwk>,
+    seen: Option<Arc<VerifiedSignatures>>,
 }
 
 impl KeySet {
@@ -41,6 +43,23 @@ impl KeySet {
             set.insert(PublicJwk::from_value(key)?)?;
         }
         Ok(set)
+    }
+
+    /// Remembers up to `capacity` signatures that verified under this set's keys, so that a
+    /// token presented again (an open mandate, used for payment after payment) skips ECDSA.
+    pub fn remember_verified(mut self, capacity: usize) -> Self {
+        self.seen = Some(Arc::new(VerifiedSignatures::new(capacity)));
+        self
+    }
+
+    /// Picks the key by the header's `kid` and verifies `jws` with it.
+    pub fn verify<'a>(&self, jws: UnverifiedJws<'a>) -> Result<VerifiedJws<'a>, Error> {
+        let kid = jws.header().kid().ok_or(Error::MissingKeyId)?;
+        let key = self.get(kid)?;
+        match &self.seen {
+            Some(seen) => jws.verify_remembered(key, seen),
+            None => jws.verify(key),
+        }
     }
 
     /// The key with exactly this `kid` (bytes compared, no normalization).

@@ -9,11 +9,13 @@ mod jwk;
 mod jws;
 mod key;
 mod keyset;
+mod seen;
 
 pub use jwk::{thumbprint_of, PublicJwk};
 pub use jws::{sign_compact, Header, HeaderPolicy, TypRule, UnverifiedJws, VerifiedJws};
 pub use key::SigningKey;
 pub use keyset::KeySet;
+pub use seen::VerifiedSignatures;
 
 use base64::Engine as _;
 

@@ -174,8 +174,10 @@ impl<'a> UnverifiedChain<'a> {
             &HeaderPolicy::trusted_key(TypRule::OneOf(&typs)),
         )?;
         let kid = jws.header().kid().ok_or(Error::UntrustedIssuer)?.to_owned();
-        let key = issuers.get(&kid).map_err(|_| Error::UntrustedIssuer)?;
-        let verified = jws.verify(key)?;
+        let verified = issuers.verify(jws).map_err(|e| match e {
+            jose::Error::UnknownKeyId | jose::Error::MissingKeyId => Error::UntrustedIssuer,
+            other => other.into(),
+        })?;
         let signing_input = verified.signing_input();
         let hop = segment.finish(
             HopKind::Root,
@@ -581,6 +583,40 @@ mod tests {
                 "{kid:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_remembered_root_skips_nothing_but_the_repeat_verification() {
+        let mut f = fixture();
+        f.issuers = f.issuers.clone().remember_verified(16);
+        let policy = ChainPolicy::default();
+        let root = open(&f, NOW + 3600);
+        assert!(verify(&f, &closed(&f, &root, NOW), &policy, NOW).is_ok());
+        assert!(
+            verify(&f, &closed(&f, &root, NOW), &policy, NOW).is_ok(),
+            "remembered root"
+        );
+
+        // Same signed bytes, another signature: verified afresh, and refused.
+        let (jwt, rest) = root.split_once('~').unwrap();
+        let (input, _) = jwt.rsplit_once('.').unwrap();
+        let bogus = format!("{input}.{}~{rest}", crate::jose::b64::encode([1u8; 64]));
+        let err = verify(&f, &closed(&f, &bogus, NOW), &policy, NOW).unwrap_err();
+        assert_eq!(err, Error::Jws(jose::Error::InvalidSignature));
+
+        // The remembered signature over other bytes: refused.
+        let sig = jwt.rsplit_once('.').unwrap().1;
+        let other = open(&f, NOW + 7200);
+        let other_input = other.split('~').next().unwrap().rsplit_once('.').unwrap().0;
+        let spliced = format!("{other_input}.{sig}~{}", other.split_once('~').unwrap().1);
+        let err = verify(&f, &closed(&f, &spliced, NOW), &policy, NOW).unwrap_err();
+        assert_eq!(err, Error::Jws(jose::Error::InvalidSignature));
+
+        // Times are still checked on a remembered root.
+        assert_eq!(
+            verify(&f, &closed(&f, &root, NOW), &policy, NOW + 7200).unwrap_err(),
+            Error::Expired
+        );
     }
 
     #[test]
