@@ -140,11 +140,11 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         let inner = self.nested()?;
         let mut members = Map::new();
         while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
+            let value = map.next_value_seed(inner)?;
+            // One lookup: a member that was already there is a duplicate.
+            if members.insert(name, value).is_some() {
                 return Err(self.fail(JsonError::DuplicateMember));
             }
-            let value = map.next_value_seed(inner)?;
-            members.insert(name, value);
         }
         Ok(Value::Object(members))
     }

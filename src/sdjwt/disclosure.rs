@@ -195,10 +195,11 @@ impl Walk {
             Some(_) => return Err(Error::Malformed),
         };
 
-        let mut out = Map::with_capacity(obj.len() + digests.len());
-        for (name, value) in obj {
-            out.insert(name, self.value(value)?);
+        // Resolve in place: members keep their slots, disclosed ones are added after.
+        for value in obj.values_mut() {
+            *value = self.value(std::mem::take(value))?;
         }
+        let mut out = obj;
         for digest in digests {
             let Value::String(digest) = digest else {
                 return Err(Error::Malformed);
