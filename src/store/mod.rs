@@ -156,6 +156,11 @@ impl Store {
             .url
             .parse()
             .map_err(|_| StoreError::Config("database URL does not parse".into()))?;
+        if backend == Backend::Sqlite && config.schema.is_some() {
+            return Err(StoreError::Config(
+                "a schema applies to PostgreSQL only".into(),
+            ));
+        }
         let setup = connection_setup(backend, config)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite {
@@ -174,12 +179,12 @@ impl Store {
             .connect_with(options)
             .await?;
         let store = Store { pool, backend };
-        if let Some(schema) = &config.schema {
+        if let (Backend::Postgres, Some(schema)) = (backend, &config.schema) {
+            // The name was checked in `connection_setup`: lowercase letters, digits and `_` only.
             store
                 .pool
                 .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await
-                .ok();
+                .await?;
         }
         store.migrate().await?;
         Ok(store)
