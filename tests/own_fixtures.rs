@@ -6,12 +6,12 @@
 //! a temporary directory (fresh signatures, same keys) so it cannot drift from the verifier.
 //! Regenerate the committed set with `AP2_REGENERATE_FIXTURES=1 cargo test --test own_fixtures`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use ap2_mandate::conformance::run_dir;
 use ap2_mandate::jose::{b64, sha256_b64, sign_compact, SigningKey};
 use ap2_mandate::mandate::build::{close, delegate, issue, join, present};
-use ap2_mandate::mandate::Policy;
 use serde_json::{json, Map, Value};
 
 const T0: i64 = 1_780_000_000;
@@ -37,7 +37,7 @@ fn own_fixtures_give_their_expected_verdicts() {
     if std::env::var_os("AP2_REGENERATE_FIXTURES").is_some() {
         generate(&own_dir(), &keys(&own_dir()));
     }
-    assert_all_pass(&own_dir(), 27);
+    support::vectors::assert_all_pass(&own_dir(), 27);
 }
 
 #[test]
@@ -46,24 +46,8 @@ fn generator_makes_fixtures_the_verifier_agrees_with() {
     std::fs::create_dir_all(dir.join("cases")).unwrap();
     std::fs::copy(own_dir().join("keys.json"), dir.join("keys.json")).unwrap();
     generate(&dir, &keys(&dir));
-    assert_all_pass(&dir, 27);
+    support::vectors::assert_all_pass(&dir, 27);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn assert_all_pass(dir: &Path, count: usize) {
-    let results = run_dir(dir, &Policy::default()).expect("fixture set readable");
-    let failed: Vec<String> = results
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| {
-            format!(
-                "{}: expected {}, got {} ({:?})",
-                r.name, r.expected, r.got, r.reason
-            )
-        })
-        .collect();
-    assert!(failed.is_empty(), "mismatches:\n{}", failed.join("\n"));
-    assert_eq!(results.len(), count);
 }
 
 /// Test-only keys, kept in `keys.json` beside the cases (made once if missing).

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ap2_mandate::store::{Store, StoreConfig};
 pub mod records;
+pub mod vectors;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
