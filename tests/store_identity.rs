@@ -18,6 +18,8 @@ fn token(jti: &str, grant_id: Option<&str>, agent_id: &str) -> TokenRecord {
         grant_id: grant_id.map(String::from),
         agent_id: agent_id.into(),
         user_id: "u-1".into(),
+        delegated_by: vec![],
+        external_subject: false,
         status: TokenStatus::Active,
         exp: NOW + 300,
     }

@@ -207,8 +207,14 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrations: &[(i64, &str)] = match self.backend {
-            Backend::Sqlite => &[(1, include_str!("migrations/sqlite/0001_init.sql"))],
-            Backend::Postgres => &[(1, include_str!("migrations/postgres/0001_init.sql"))],
+            Backend::Sqlite => &[
+                (1, include_str!("migrations/sqlite/0001_init.sql")),
+                (2, include_str!("migrations/sqlite/0002_oauth.sql")),
+            ],
+            Backend::Postgres => &[
+                (1, include_str!("migrations/postgres/0001_init.sql")),
+                (2, include_str!("migrations/postgres/0002_oauth.sql")),
+            ],
         };
         self.pool
             .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")

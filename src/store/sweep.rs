@@ -22,6 +22,8 @@ pub struct SweepReport {
     pub tokens: u64,
     /// Redemptions past their mandate's expiry.
     pub redemptions: u64,
+    /// Expired authorization codes, sessions, sign-in counters and token actor rows.
+    pub oauth: u64,
 }
 
 impl Store {
@@ -35,6 +37,10 @@ impl Store {
             redemptions: self
                 .sweep_table("redemptions", "closed_hash", "keep_until", now)
                 .await?,
+            oauth: self.sweep_table("auth_codes", "code_hash", "exp", now).await?
+                + self.sweep_table("sessions", "id_hash", "exp", now).await?
+                + self.sweep_table("signin_failures", "username", "exp", now).await?
+                + self.sweep_table("token_actors", "jti", "exp", now).await?,
         })
     }
 

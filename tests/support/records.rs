@@ -55,6 +55,7 @@ pub fn agent(id: &str, keys: Vec<AgentKey>) -> Agent {
             subject: format!("workload-{id}"),
             audience: "api://ap2".into(),
         }],
+        redirect_uris: vec![],
         status: AgentStatus::Active,
         created_at: NOW,
         disabled_at: None,

@@ -99,7 +99,7 @@ pub trait IdentityRecords {
 const USER_SELECT: &str = "SELECT id, username, password_hash, status, created_at FROM users";
 
 const AGENT_SELECT: &str = "SELECT id, name, owner, scopes, audiences, max_delegation_depth, \
-     federated_credentials, status, created_at, disabled_at FROM agents";
+     federated_credentials, redirect_uris, status, created_at, disabled_at FROM agents";
 
 impl IdentityRecords for Store {
     async fn create_user(&self, user: &User) -> Result<(), RecordError> {
@@ -206,7 +206,8 @@ impl IdentityRecords for Store {
 
         // Even for an agent disabled before: nothing it holds may stay active.
         let grants = revoke_grants_where(&mut tx, "agent_id", id, now).await?;
-        let tokens = revoke_tokens_where(&mut tx, "agent_id", id).await?;
+        let mut tokens = revoke_tokens_where(&mut tx, "agent_id", id).await?;
+        tokens += revoke_tokens_delegated_by(&mut tx, id).await?;
         tx.commit().await?;
         Ok(Revoked { grants, tokens })
     }
@@ -247,9 +248,23 @@ impl IdentityRecords for Store {
         token.check()?;
         let mut tx = self.pool.begin().await?;
         hold_active_agent(&mut tx, &token.agent_id).await?;
-        require_active_user(&mut tx, &token.user_id).await?;
+        for earlier in &token.delegated_by {
+            hold_active_agent(&mut tx, earlier).await?;
+        }
+        if !token.external_subject {
+            require_active_user(&mut tx, &token.user_id).await?;
+        }
         if let Some(grant_id) = &token.grant_id {
-            hold_active_grant(&mut tx, grant_id, &token.agent_id, &token.user_id).await?;
+            let holder = token.delegated_by.last().unwrap_or(&token.agent_id);
+            hold_active_grant(&mut tx, grant_id, holder, &token.user_id).await?;
+        }
+        for actor in std::iter::once(&token.agent_id).chain(&token.delegated_by) {
+            sqlx::query("INSERT INTO token_actors (jti, agent_id, exp) VALUES ($1, $2, $3)")
+                .bind(token.jti.as_str())
+                .bind(actor.as_str())
+                .bind(token.exp)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO tokens (jti, grant_id, agent_id, user_id, status, exp) \
@@ -305,8 +320,8 @@ impl Store {
 async fn insert_agent(tx: &mut Transaction<'_, Any>, agent: &Agent) -> Result<(), RecordError> {
     sqlx::query(
         "INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, \
-         federated_credentials, status, created_at, disabled_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+         federated_credentials, redirect_uris, status, created_at, disabled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
     )
     .bind(agent.id.as_str())
     .bind(agent.name.as_str())
@@ -318,6 +333,7 @@ async fn insert_agent(tx: &mut Transaction<'_, Any>, agent: &Agent) -> Result<()
         &agent.federated_credentials,
         "agent.federated_credentials",
     )?)
+    .bind(json_text(&agent.redirect_uris, "agent.redirect_uris")?)
     .bind(agent.status.as_str())
     .bind(agent.created_at)
     .execute(&mut **tx)
@@ -386,6 +402,23 @@ async fn revoke_tokens_where(
     Ok(done.rows_affected())
 }
 
+/// Revokes the active tokens that name this agent anywhere in their `act` chain, or that were
+/// issued under one of its grants.
+async fn revoke_tokens_delegated_by(
+    tx: &mut Transaction<'_, Any>,
+    agent_id: &str,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tokens SET status = 'revoked' WHERE status = 'active' AND \
+         (jti IN (SELECT jti FROM token_actors WHERE agent_id = $1) \
+          OR grant_id IN (SELECT id FROM grants WHERE agent_id = $1))",
+    )
+    .bind(agent_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 fn keys_by_agent(rows: &[AnyRow]) -> Result<BTreeMap<String, Vec<AgentKey>>, StoreError> {
     let mut keys: BTreeMap<String, Vec<AgentKey>> = BTreeMap::new();
     for row in rows {
@@ -418,6 +451,10 @@ fn agent_from(row: &AnyRow, keys: Vec<AgentKey>) -> Result<Agent, StoreError> {
         federated_credentials: from_json(
             &row.try_get::<String, _>("federated_credentials")?,
             "agents.federated_credentials",
+        )?,
+        redirect_uris: from_json(
+            &row.try_get::<String, _>("redirect_uris")?,
+            "agents.redirect_uris",
         )?,
         status: AgentStatus::from_stored(&row.try_get::<String, _>("status")?, "agents.status")?,
         created_at: row.try_get("created_at")?,
@@ -495,6 +532,9 @@ impl Agent {
         self.federated_credentials
             .iter()
             .try_for_each(FederatedCredential::check)?;
+        self.redirect_uris
+            .iter()
+            .try_for_each(|uri| redirect_uri("agent.redirect_uris", uri))?;
         check_keys(&self.keys)
     }
 }
@@ -575,6 +615,14 @@ impl TokenRecord {
         optional_text("token.grant_id", self.grant_id.as_deref())?;
         text("token.agent_id", &self.agent_id)?;
         text("token.user_id", &self.user_id)?;
+        self.delegated_by
+            .iter()
+            .try_for_each(|a| text("token.delegated_by", a))?;
+        if self.delegated_by.contains(&self.agent_id)
+            || (self.external_subject && self.grant_id.is_some())
+        {
+            return Err(RecordError::Invalid("token.delegated_by"));
+        }
         if self.status != TokenStatus::Active {
             return Err(RecordError::Invalid("token.status"));
         }
@@ -583,6 +631,16 @@ impl TokenRecord {
         }
         Ok(())
     }
+}
+
+/// An absolute `http`/`https` URI without a fragment (RFC 6749 §3.1.2).
+fn redirect_uri(field: &'static str, uri: &str) -> Result<(), RecordError> {
+    text(field, uri)?;
+    let scheme_ok = uri.starts_with("https://") || uri.starts_with("http://");
+    if !scheme_ok || uri.contains('#') || uri.contains(char::is_whitespace) {
+        return Err(RecordError::Invalid(field));
+    }
+    Ok(())
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.

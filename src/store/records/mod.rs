@@ -17,9 +17,11 @@ use super::StoreError;
 use crate::jose::ct_eq;
 
 mod identity;
+mod oauth;
 mod wallet;
 
 pub use identity::IdentityRecords;
+pub use oauth::{AuthCode, CodeRefusal, OAuthRecords, Session, Standing};
 pub use wallet::WalletRecords;
 
 /// Longest identifier, name or other text field, in bytes.
@@ -178,6 +180,10 @@ pub struct Agent {
     pub max_delegation_depth: i64,
     /// Trusted external identities it may authenticate with instead of a key.
     pub federated_credentials: Vec<FederatedCredential>,
+    /// Where the authorization endpoint may send it back (exact match); with none, only
+    /// loopback addresses on any port (RFC 8252 §7.3).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
     /// Whether it may act.
     pub status: AgentStatus,
     /// When it was registered.
@@ -242,6 +248,14 @@ pub struct TokenRecord {
     pub agent_id: String,
     /// The user it acts for (`sub`).
     pub user_id: String,
+    /// Earlier registered actors of its `act` chain, nearest first; disabling any of them
+    /// revokes the token. The last one (or `agent_id` when empty) holds the grant.
+    #[serde(default)]
+    pub delegated_by: Vec<String>,
+    /// Whether `user_id` names a person of a trusted external issuer rather than a local user
+    /// (then there is no grant and no local user to check).
+    #[serde(default)]
+    pub external_subject: bool,
     /// Whether it holds.
     pub status: TokenStatus,
     /// Its `exp`.
@@ -370,6 +384,9 @@ pub enum RecordError {
     /// The consent is unknown, not approved, or another user's or agent's.
     #[error("consent not approved")]
     ConsentNotApproved,
+    /// The authorization code is unknown, used, expired or another client's.
+    #[error("authorization code not redeemable")]
+    CodeNotRedeemable,
     /// Every index of the status list is taken.
     #[error("status list full")]
     StatusListFull,
