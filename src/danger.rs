@@ -70,3 +70,11 @@ fn decode_part(part: &str) -> Result<Map<String, Value>, sdjwt::Error> {
     let bytes = b64::decode(part).map_err(|_| sdjwt::Error::Malformed)?;
     json::parse_object(&bytes, crate::jose::MAX_JWS_LEN).map_err(|_| sdjwt::Error::Malformed)
 }
+
+/// One string claim of a compact JWT's payload, WITHOUT verifying anything: only to pick which
+/// trusted key or registered client to verify the token with, after which the verified claims
+/// are what count.
+pub fn insecure_string_claim(jwt: &str, name: &str) -> Option<String> {
+    let (_, payload) = insecure_decode_jwt(jwt).ok()?;
+    payload.get(name)?.as_str().map(str::to_owned)
+}

@@ -22,6 +22,7 @@ pub const MASTER_KEY_ENV: &str = "AP2_MASTER_KEY";
 /// The key that seals signing keys at rest.
 pub struct MasterKey {
     key: LessSafeKey,
+    derive: aws_lc_rs::hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -37,7 +38,17 @@ impl MasterKey {
             .map_err(|_| StoreError::Config("master key must be 32 bytes".into()))?;
         Ok(MasterKey {
             key: LessSafeKey::new(unbound),
+            derive: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
         })
+    }
+
+    /// A 32-byte secret for one purpose (`label`), derived with HMAC-SHA-256; the same on every
+    /// instance that holds this master key.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let tag = aws_lc_rs::hmac::sign(&self.derive, label.as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     /// From `AP2_MASTER_KEY` if set, else from `file`, which is created (mode 0600) if missing.
