@@ -21,6 +21,7 @@
 pub mod calendar;
 pub mod conformance;
 pub mod danger;
+pub mod http;
 pub mod identity;
 pub mod jose;
 pub mod json;

@@ -407,8 +407,10 @@ impl TokenService {
         claims.grant_id = subject.grant_id;
         let mut delegated_by = Vec::new();
         for earlier in actors.iter().skip(1) {
-            if matches!(self.store.agent(earlier).await, Ok(_)) {
-                delegated_by.push(earlier.clone());
+            match self.store.agent(earlier).await {
+                Ok(_) => delegated_by.push(earlier.clone()),
+                Err(StoreError::NotFound) => {} // an external actor: nothing of ours to revoke
+                Err(e) => return Err(e.into()),
             }
         }
         claims.actors = actors;

@@ -1,0 +1,182 @@
+//! The HTTP surface (DESIGN §5): one router, one error-to-wire mapping, body limits.
+//!
+//! Every refusal leaves through [`ApiError`], which turns a [`TokenError`] into the RFC 6749
+//! §5.2 body `{error, error_description}` with the status of its code, logs it at the level of
+//! its code, and never echoes a token. The clock is injected ([`Clock`]) so tests can move time.
+
+mod agents;
+mod authorize;
+mod forms;
+mod oauth;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::identity::{OAuthCode, TokenError, TokenService};
+use crate::jose::{ct_eq, sha256};
+
+/// Largest request body we read, bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Where the current time comes from (Unix seconds).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The token service.
+    pub tokens: Arc<TokenService>,
+    /// SHA-256 of the admin token.
+    admin_hash: [u8; 32],
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for a service with this admin token and clock.
+    pub fn new(tokens: Arc<TokenService>, admin_token: &str, clock: Clock) -> Self {
+        AppState {
+            tokens,
+            admin_hash: sha256(admin_token.as_bytes()),
+            clock,
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Whether the request carries `Authorization: Bearer <admin token>`.
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        presented.is_some_and(|t| ct_eq(&sha256(t.as_bytes()), &self.admin_hash))
+    }
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route(
+            "/oauth2/authorize",
+            get(authorize::show).post(authorize::submit),
+        )
+        .route("/v1/agents", post(agents::register).get(agents::list))
+        .route("/v1/agents/{id}", get(agents::show))
+        .route("/v1/agents/{id}/disable", post(agents::disable))
+        .route("/v1/whoami", get(oauth::whoami))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A refusal on its way to the wire.
+#[derive(Debug)]
+pub struct ApiError {
+    error: TokenError,
+    nonce: Option<String>,
+}
+
+impl ApiError {
+    /// Attaches a fresh DPoP nonce (token endpoint answers carry one).
+    pub fn with_nonce(mut self, nonce: String) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        ApiError { error, nonce: None }
+    }
+}
+
+/// A refusal with a fixed rule, for handlers.
+pub fn refused(code: OAuthCode, rule: &'static str) -> ApiError {
+    TokenError::refused(code, rule).into()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let wire = self.error.wire();
+        log_refusal(&self.error, wire.level);
+        let status = StatusCode::from_u16(wire.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = json!({"error": wire.code.as_str(), "error_description": wire.description});
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(wire.code, OAuthCode::InvalidToken | OAuthCode::InsufficientScope)
+            || (wire.status == 401 && wire.code == OAuthCode::InvalidDpopProof)
+        {
+            let challenge = format!(
+                "DPoP error=\"{}\", algs=\"ES256\"",
+                wire.code.as_str()
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert("dpop-nonce", nonce);
+        }
+        response
+    }
+}
+
+fn log_refusal(error: &TokenError, level: tracing::Level) {
+    let wire = error.wire();
+    let code = wire.code.as_str();
+    match level {
+        tracing::Level::ERROR => tracing::error!(code, error = %error, "request failed"),
+        tracing::Level::WARN => tracing::warn!(code, reason = wire.description, "request refused"),
+        tracing::Level::INFO => tracing::info!(code, reason = wire.description, "replay refused"),
+        _ => tracing::debug!(code, reason = wire.description, "request refused"),
+    }
+}
+
+/// Creates (mode 0600) or reads the admin token file.
+pub fn load_or_create_admin_token(path: &std::path::Path) -> std::io::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(text.trim().to_owned());
+    }
+    let token = crate::identity::random_token(32).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write as _;
+    options.open(path)?.write_all(token.as_bytes())?;
+    Ok(token)
+}
