@@ -3,6 +3,7 @@
 mod audit;
 mod conformance;
 mod inspect;
+mod serve;
 mod verify;
 
 use std::io::Read as _;
@@ -44,6 +45,16 @@ enum Command {
     },
     /// Check or read the hash-chained audit log.
     Audit(audit::AuditArgs),
+    /// Serve the token service over HTTP.
+    ///
+    /// Example: ap2-mandate serve --bind 127.0.0.1:8080
+    Serve(Box<serve::ServeArgs>),
+    /// Manage users who delegate to agents.
+    User(serve::UserArgs),
+    /// Manage the agent registry.
+    Agent(serve::AgentArgs),
+    /// Manage signing keys.
+    Keys(serve::KeysArgs),
 }
 
 /// Runs one command; the exit code says whether it succeeded.
@@ -53,6 +64,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(*args),
         Command::Conformance { dir } => conformance::run(&dir),
         Command::Audit(args) => audit::run(args),
+        Command::Serve(args) => serve::serve(*args),
+        Command::User(args) => serve::user(args),
+        Command::Agent(args) => serve::agent(args),
+        Command::Keys(args) => serve::keys(args),
     }
 }
 

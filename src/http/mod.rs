@@ -18,6 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use agents::agent_json;
+
 use crate::identity::{OAuthCode, TokenError, TokenService};
 use crate::jose::{ct_eq, sha256};
 

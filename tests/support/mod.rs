@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ap2_mandate::store::{Store, StoreConfig};
+pub mod oauth;
 pub mod records;
 pub mod vectors;
 

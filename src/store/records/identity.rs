@@ -309,6 +309,13 @@ impl IdentityRecords for Store {
 }
 
 impl Store {
+    /// Every user, oldest first.
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let sql = format!("{USER_SELECT} ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(user_from).collect()
+    }
+
     /// One user by a unique column (`id` or `username`, never input).
     async fn user_where(&self, column: &'static str, value: &str) -> Result<User, StoreError> {
         let sql = format!("{USER_SELECT} WHERE {column} = $1");

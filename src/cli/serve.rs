@@ -1,0 +1,300 @@
+//! `ap2-mandate serve`, and the commands that manage users, agents and keys in the same store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ap2_mandate::http::{load_or_create_admin_token, router, system_clock, AppState};
+use ap2_mandate::identity::admin::AgentRegistration;
+use ap2_mandate::identity::external::ExternalIssuerConfig;
+use ap2_mandate::identity::password::Password;
+use ap2_mandate::identity::{TokenService, TokenServiceConfig};
+use ap2_mandate::store::records::{FederatedCredential, IdentityRecords as _, UserStatus};
+use ap2_mandate::store::{MasterKey, Store, StoreConfig};
+use anyhow::{anyhow, Context as _};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+/// Where the state lives: shared by `serve`, `user`, `agent` and `keys`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the embedded database, the master key and the admin token.
+    #[arg(long, env = "AP2_DATA_DIR", default_value = "ap2-data")]
+    data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…` (default: `ap2.db` in the data directory).
+    #[arg(long, env = "AP2_DATABASE_URL")]
+    database_url: Option<String>,
+    /// PostgreSQL schema, when the store lives in one.
+    #[arg(long, env = "AP2_DATABASE_SCHEMA")]
+    schema: Option<String>,
+    /// Our issuer identifier: the public base URL (default `http://` + the bind address).
+    #[arg(long, env = "AP2_ISSUER")]
+    issuer: Option<String>,
+    /// A JSON file listing trusted external issuers (`issuer`, `profile`, `audience`, `jwks_file`).
+    #[arg(long, env = "AP2_EXTERNAL_ISSUERS")]
+    external_issuers: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "AP2_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Access token lifetime, seconds.
+    #[arg(long, default_value_t = 300)]
+    token_lifetime: i64,
+    /// Upper bound for the access token lifetime, seconds (at most 3600).
+    #[arg(long, default_value_t = 900)]
+    max_token_lifetime: i64,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "AP2_LOG", default_value = "info")]
+    log: tracing::Level,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input (first line).
+    ///
+    /// Example: echo 'correct horse battery' | ap2-mandate user add alice
+    Add { username: String },
+    /// List users.
+    List,
+    /// Disable a user: no more sign-in, and its tokens stop being issued.
+    Disable { username: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Register an agent with its public keys.
+    ///
+    /// Example: ap2-mandate agent add --name shopper --owner ops@example.com --jwks agent.jwks.json
+    /// --scope mandates:request --scope payments:present
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner: String,
+        /// A JWKS file with the agent's public P-256 keys.
+        #[arg(long)]
+        jwks: PathBuf,
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        max_depth: i64,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A federated credential as `issuer|subject|audience` (repeatable).
+        #[arg(long = "federated")]
+        federated: Vec<String>,
+    },
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show { id: String },
+    /// Disable an agent: its grants and every token naming it are revoked at once.
+    Disable { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Start signing tokens with a new key; the old one verifies for `--overlap` seconds.
+    Rotate {
+        #[arg(long, default_value_t = 3600)]
+        overlap: i64,
+    },
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt().with_max_level(args.log).with_target(false).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let issuer = args.store.issuer.clone().unwrap_or_else(|| format!("http://{}", args.bind));
+        let mut config = TokenServiceConfig::new(issuer);
+        config.token_lifetime = args.token_lifetime;
+        config.max_token_lifetime = args.max_token_lifetime;
+        let service = open_service(&args.store, config).await?;
+        let admin_file = args.store.data_dir.join("admin-token");
+        let admin = load_or_create_admin_token(&admin_file)
+            .with_context(|| format!("admin token file {}", admin_file.display()))?;
+        let sweeper = service.store().spawn_sweeper(std::time::Duration::from_secs(60));
+        let state = AppState::new(Arc::new(service), &admin, system_clock());
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        tracing::info!(address = %listener.local_addr()?, admin_token_file = %admin_file.display(), "serving");
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown())
+            .await?;
+        sweeper.abort();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
+    with_service(&args.store, |service| async move {
+        let now = now();
+        match args.command {
+            UserCommand::Add { username } => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let password = Password::new(line.trim_end_matches(['\r', '\n']));
+                let user = service.create_user(&username, &password, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                println!("{}", json!({"id": user.id, "username": user.username}));
+            }
+            UserCommand::List => {
+                for user in service.store().users().await? {
+                    println!("{}", json!({"id": user.id, "username": user.username, "status": user.status}));
+                }
+            }
+            UserCommand::Disable { username } => {
+                let user = service.store().user_by_username(&username).await?;
+                service.store().set_user_status(&user.id, UserStatus::Disabled).await?;
+                println!("{}", json!({"id": user.id, "status": "disabled"}));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    with_service(&args.store, |service| async move {
+        let now = now();
+        match args.command {
+            AgentCommand::Add { name, owner, jwks, scopes, audiences, max_depth, redirect_uris, federated } => {
+                let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&jwks)?)?;
+                let federated_credentials = federated
+                    .iter()
+                    .map(|f| match f.split('|').collect::<Vec<_>>()[..] {
+                        [issuer, subject, audience] => Ok(FederatedCredential {
+                            issuer: issuer.into(),
+                            subject: subject.into(),
+                            audience: audience.into(),
+                        }),
+                        _ => Err(anyhow!("--federated takes issuer|subject|audience")),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let body = AgentRegistration {
+                    name,
+                    owner,
+                    jwks,
+                    scopes,
+                    audiences,
+                    max_delegation_depth: max_depth,
+                    federated_credentials,
+                    redirect_uris,
+                };
+                let agent = service.register_agent(&body, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                println!("{}", ap2_mandate::http::agent_json(&agent));
+            }
+            AgentCommand::List => {
+                for agent in service.store().agents().await? {
+                    println!("{}", json!({"id": agent.id, "name": agent.name, "owner": agent.owner, "status": agent.status}));
+                }
+            }
+            AgentCommand::Show { id } => {
+                println!("{:#}", ap2_mandate::http::agent_json(&service.store().agent(&id).await?));
+            }
+            AgentCommand::Disable { id } => {
+                let revoked = service.disable_agent(&id, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                println!("{}", json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens}));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    with_service(&args.store, |service| async move {
+        match args.command {
+            KeysCommand::Rotate { overlap } => {
+                service.rotate_keys(now(), overlap).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                println!("{}", json!({"rotated": "tokens", "overlap": overlap}));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn with_service<F, Fut>(args: &StoreArgs, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Arc<TokenService>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let issuer = args.issuer.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let service = Arc::new(open_service(args, TokenServiceConfig::new(issuer)).await?);
+        let code = f(service.clone()).await;
+        service.store().close().await;
+        code
+    })
+}
+
+async fn open_service(args: &StoreArgs, config: TokenServiceConfig) -> anyhow::Result<TokenService> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let url = args.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}?mode=rwc", args.data_dir.join("ap2.db").display())
+    });
+    let mut store_config = StoreConfig::new(url);
+    store_config.schema = args.schema.clone();
+    let store = Store::open(&store_config).await.map_err(|e| anyhow!("cannot open the store: {e}"))?;
+    let master = MasterKey::load_or_create(&args.data_dir.join("master.key"))
+        .map_err(|e| anyhow!("master key: {e}"))?;
+    let external: Vec<ExternalIssuerConfig> = match &args.external_issuers {
+        Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?)
+            .with_context(|| format!("{} is not a list of external issuers", path.display()))?,
+        None => Vec::new(),
+    };
+    TokenService::new(store, Arc::new(master), config, external).map_err(|e| anyhow!(e))
+}
+
+fn now() -> i64 {
+    (system_clock())()
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
