@@ -13,13 +13,17 @@ const SCOPES: &[&str] = &["mandates:request", "payments:present"];
 
 async fn whole_flow(h: &Harness, label: &str) {
     // Register: the top agent may delegate two hops, its sub-agent one, the last none.
-    let top = h.register("top", SCOPES, 2, &["https://wallet.example"]).await;
+    let top = h
+        .register("top", SCOPES, 2, &["https://wallet.example"])
+        .await;
     let sub = h.register("sub", SCOPES, 1, &[]).await;
     let leaf = h.register("leaf", &["payments:present"], 0, &[]).await;
     h.user("alice").await;
 
     // Sign in, approve, redeem with private_key_jwt + DPoP.
-    let (code, verifier) = h.authorize(&top, "alice", "mandates:request payments:present", &[]).await;
+    let (code, verifier) = h
+        .authorize(&top, "alice", "mandates:request payments:present", &[])
+        .await;
     let first = h.redeem(&top, &code, &verifier).await;
     let me = h.whoami(&first, &top.key).await;
     assert_eq!(me.status, 200, "{label}: {}", me.body);
@@ -27,14 +31,20 @@ async fn whole_flow(h: &Harness, label: &str) {
     assert_eq!(me.json()["act"], json!({"sub": top.id}), "{label}");
 
     // Hop 1: the top agent hands a narrower token to its sub-agent.
-    let res = h.exchange(&top, &first, Some(&sub), &[("scope", "payments:present")]).await;
+    let res = h
+        .exchange(&top, &first, Some(&sub), &[("scope", "payments:present")])
+        .await;
     assert_eq!(res.status, 200, "{label}: {}", res.body);
     assert_eq!(res.json()["token_type"], "DPoP");
     assert_eq!(res.json()["scope"], "payments:present");
     let second = res.json()["access_token"].as_str().unwrap().to_owned();
     let me = h.whoami(&second, &sub.key).await;
     assert_eq!(me.status, 200, "{label}: {}", me.body);
-    assert_eq!(me.json()["act"], json!({"sub": sub.id, "act": {"sub": top.id}}), "{label}");
+    assert_eq!(
+        me.json()["act"],
+        json!({"sub": sub.id, "act": {"sub": top.id}}),
+        "{label}"
+    );
     // Bound to the sub-agent's key: the top agent's key cannot use it.
     assert_eq!(h.whoami(&second, &top.key).await.status, 400, "{label}");
 
@@ -50,7 +60,13 @@ async fn whole_flow(h: &Harness, label: &str) {
     );
 
     // Disable the top agent: every token of the chain is refused at once.
-    let res = h.admin_json("POST", &format!("/v1/agents/{}/disable", top.id), &json!({})).await;
+    let res = h
+        .admin_json(
+            "POST",
+            &format!("/v1/agents/{}/disable", top.id),
+            &json!({}),
+        )
+        .await;
     assert_eq!(res.status, 200, "{label}: {}", res.body);
     for (token, key) in [(&first, &top.key), (&second, &sub.key), (&third, &leaf.key)] {
         let me = h.whoami(token, key).await;
@@ -63,9 +79,25 @@ async fn whole_flow(h: &Harness, label: &str) {
 
     // Every step is in the audit chain, and the chain is whole.
     let store: &Store = h.service.store();
-    let actions: Vec<String> = store.tail(100).await.unwrap().into_iter().map(|r| r.record.action).collect();
-    for action in ["agent.register", "grant.approve", "token.issue", "token.exchange", "agent.disable", "token.request"] {
-        assert!(actions.iter().any(|a| a == action), "{label}: no {action} in {actions:?}");
+    let actions: Vec<String> = store
+        .tail(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.action)
+        .collect();
+    for action in [
+        "agent.register",
+        "grant.approve",
+        "token.issue",
+        "token.exchange",
+        "agent.disable",
+        "token.request",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{label}: no {action} in {actions:?}"
+        );
     }
     assert!(store.verify().await.unwrap().is_ok(), "{label}");
 }

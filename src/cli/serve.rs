@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::{anyhow, Context as _};
 use ap2_mandate::http::{load_or_create_admin_token, router, system_clock, AppState};
 use ap2_mandate::identity::admin::AgentRegistration;
 use ap2_mandate::identity::external::ExternalIssuerConfig;
@@ -11,7 +12,6 @@ use ap2_mandate::identity::password::Password;
 use ap2_mandate::identity::{TokenService, TokenServiceConfig};
 use ap2_mandate::store::records::{FederatedCredential, IdentityRecords as _, UserStatus};
 use ap2_mandate::store::{MasterKey, Store, StoreConfig};
-use anyhow::{anyhow, Context as _};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -133,8 +133,13 @@ enum KeysCommand {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt().with_max_level(args.log).with_target(false).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tracing_subscriber::fmt()
+        .with_max_level(args.log)
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let issuer = args.store.issuer.clone().unwrap_or_else(|| format!("http://{}", args.bind));
         let mut config = TokenServiceConfig::new(issuer);
@@ -166,17 +171,26 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
                 let password = Password::new(line.trim_end_matches(['\r', '\n']));
-                let user = service.create_user(&username, &password, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                let user = service
+                    .create_user(&username, &password, now)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
                 println!("{}", json!({"id": user.id, "username": user.username}));
             }
             UserCommand::List => {
                 for user in service.store().users().await? {
-                    println!("{}", json!({"id": user.id, "username": user.username, "status": user.status}));
+                    println!(
+                        "{}",
+                        json!({"id": user.id, "username": user.username, "status": user.status})
+                    );
                 }
             }
             UserCommand::Disable { username } => {
                 let user = service.store().user_by_username(&username).await?;
-                service.store().set_user_status(&user.id, UserStatus::Disabled).await?;
+                service
+                    .store()
+                    .set_user_status(&user.id, UserStatus::Disabled)
+                    .await?;
                 println!("{}", json!({"id": user.id, "status": "disabled"}));
             }
         }
@@ -188,8 +202,18 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     with_service(&args.store, |service| async move {
         let now = now();
         match args.command {
-            AgentCommand::Add { name, owner, jwks, scopes, audiences, max_depth, redirect_uris, federated } => {
-                let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&jwks)?)?;
+            AgentCommand::Add {
+                name,
+                owner,
+                jwks,
+                scopes,
+                audiences,
+                max_depth,
+                redirect_uris,
+                federated,
+            } => {
+                let jwks: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&jwks)?)?;
                 let federated_credentials = federated
                     .iter()
                     .map(|f| match f.split('|').collect::<Vec<_>>()[..] {
@@ -211,20 +235,35 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     federated_credentials,
                     redirect_uris,
                 };
-                let agent = service.register_agent(&body, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                let agent = service
+                    .register_agent(&body, now)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
                 println!("{}", ap2_mandate::http::agent_json(&agent));
             }
             AgentCommand::List => {
                 for agent in service.store().agents().await? {
-                    println!("{}", json!({"id": agent.id, "name": agent.name, "owner": agent.owner, "status": agent.status}));
+                    println!(
+                        "{}",
+                        json!({"id": agent.id, "name": agent.name, "owner": agent.owner, "status": agent.status})
+                    );
                 }
             }
             AgentCommand::Show { id } => {
-                println!("{:#}", ap2_mandate::http::agent_json(&service.store().agent(&id).await?));
+                println!(
+                    "{:#}",
+                    ap2_mandate::http::agent_json(&service.store().agent(&id).await?)
+                );
             }
             AgentCommand::Disable { id } => {
-                let revoked = service.disable_agent(&id, now).await.map_err(|e| anyhow!("{}", e.reason()))?;
-                println!("{}", json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens}));
+                let revoked = service
+                    .disable_agent(&id, now)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
+                println!(
+                    "{}",
+                    json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens})
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -235,7 +274,10 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
     with_service(&args.store, |service| async move {
         match args.command {
             KeysCommand::Rotate { overlap } => {
-                service.rotate_keys(now(), overlap).await.map_err(|e| anyhow!("{}", e.reason()))?;
+                service
+                    .rotate_keys(now(), overlap)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
                 println!("{}", json!({"rotated": "tokens", "overlap": overlap}));
             }
         }
@@ -248,9 +290,14 @@ where
     F: FnOnce(Arc<TokenService>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let issuer = args.issuer.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let issuer = args
+            .issuer
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let service = Arc::new(open_service(args, TokenServiceConfig::new(issuer)).await?);
         let code = f(service.clone()).await;
         service.store().close().await;
@@ -258,15 +305,23 @@ where
     })
 }
 
-async fn open_service(args: &StoreArgs, config: TokenServiceConfig) -> anyhow::Result<TokenService> {
+async fn open_service(
+    args: &StoreArgs,
+    config: TokenServiceConfig,
+) -> anyhow::Result<TokenService> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let url = args.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}?mode=rwc", args.data_dir.join("ap2.db").display())
+        format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("ap2.db").display()
+        )
     });
     let mut store_config = StoreConfig::new(url);
     store_config.schema = args.schema.clone();
-    let store = Store::open(&store_config).await.map_err(|e| anyhow!("cannot open the store: {e}"))?;
+    let store = Store::open(&store_config)
+        .await
+        .map_err(|e| anyhow!("cannot open the store: {e}"))?;
     let master = MasterKey::load_or_create(&args.data_dir.join("master.key"))
         .map_err(|e| anyhow!("master key: {e}"))?;
     let external: Vec<ExternalIssuerConfig> = match &args.external_issuers {
@@ -287,7 +342,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -21,17 +21,34 @@ pub async fn register(
     admin(&state, &headers)?;
     let value = crate::json::parse(&body, super::MAX_BODY)
         .map_err(|_| refused(OAuthCode::InvalidRequest, "body is not a JSON object"))?;
-    let registration: AgentRegistration = serde_json::from_value(value)
-        .map_err(|_| refused(OAuthCode::InvalidRequest, "body does not match the agent registration"))?;
-    let agent = state.tokens.register_agent(&registration, state.now()).await?;
+    let registration: AgentRegistration = serde_json::from_value(value).map_err(|_| {
+        refused(
+            OAuthCode::InvalidRequest,
+            "body does not match the agent registration",
+        )
+    })?;
+    let agent = state
+        .tokens
+        .register_agent(&registration, state.now())
+        .await?;
     Ok((StatusCode::CREATED, Json(agent_json(&agent))))
 }
 
 /// `GET /v1/agents`.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
-    let agents = state.tokens.store().agents().await.map_err(TokenError::from)?;
-    Ok(Json(json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() })))
+    let agents = state
+        .tokens
+        .store()
+        .agents()
+        .await
+        .map_err(TokenError::from)?;
+    Ok(Json(
+        json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() }),
+    ))
 }
 
 /// `GET /v1/agents/{id}`.
@@ -90,7 +107,10 @@ pub fn agent_json(agent: &Agent) -> Value {
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match state.is_admin(headers) {
         true => Ok(()),
-        false => Err(refused(OAuthCode::InvalidToken, "the admin token is required")),
+        false => Err(refused(
+            OAuthCode::InvalidToken,
+            "the admin token is required",
+        )),
     }
 }
 

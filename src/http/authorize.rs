@@ -38,9 +38,17 @@ const CARRIED: &[&str] = &[
 ];
 
 /// `GET /oauth2/authorize`.
-pub async fn show(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Ok(form) = Form::parse_query(query.unwrap_or_default().as_bytes()) else {
-        return page(StatusCode::BAD_REQUEST, "Request refused", "<p>The request is malformed.</p>");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>The request is malformed.</p>",
+        );
     };
     let now = state.now();
     let (request, agent) = match checked(&state, &form).await {
@@ -56,7 +64,11 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, RawQuery(qu
 /// `POST /oauth2/authorize`: sign in, approve or deny.
 pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(form) = Form::parse(&headers, &body) else {
-        return page(StatusCode::BAD_REQUEST, "Request refused", "<p>The request is malformed.</p>");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>The request is malformed.</p>",
+        );
     };
     let now = state.now();
     let (request, agent) = match checked(&state, &form).await {
@@ -67,7 +79,11 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Some("signin") => sign_in(&state, &headers, &form, &request, &agent, now).await,
         Some(action @ ("approve" | "deny")) => {
             let Some(session) = current_session(&state, &headers, now).await else {
-                return sign_in_page(&form, Some("Your session ended. Please sign in again."), StatusCode::UNAUTHORIZED);
+                return sign_in_page(
+                    &form,
+                    Some("Your session ended. Please sign in again."),
+                    StatusCode::UNAUTHORIZED,
+                );
             };
             let token = form.get("csrf").unwrap_or("");
             if !ct_eq(token.as_bytes(), session.csrf.as_bytes()) {
@@ -75,7 +91,11 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
             decide(&state, &session, &request, action == "approve", now).await
         }
-        _ => page(StatusCode::BAD_REQUEST, "Request refused", "<p>Unknown action.</p>"),
+        _ => page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>Unknown action.</p>",
+        ),
     }
 }
 
@@ -97,10 +117,18 @@ async fn sign_in(
     let user = match state.tokens.sign_in(username, &password, now).await {
         Ok(Ok(user)) => user,
         Ok(Err(SignInRefusal::BadCredentials)) => {
-            return sign_in_page(form, Some("Sign-in failed. Check your username and password."), StatusCode::UNAUTHORIZED)
+            return sign_in_page(
+                form,
+                Some("Sign-in failed. Check your username and password."),
+                StatusCode::UNAUTHORIZED,
+            )
         }
         Ok(Err(SignInRefusal::TooManyAttempts)) => {
-            return sign_in_page(form, Some("Too many failed attempts. Try again in a few minutes."), StatusCode::TOO_MANY_REQUESTS)
+            return sign_in_page(
+                form,
+                Some("Too many failed attempts. Try again in a few minutes."),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
         }
         Err(_) => return unavailable(),
     };
@@ -108,7 +136,11 @@ async fn sign_in(
         return unavailable();
     };
     let mut response = consent_page(request, agent, form, &session);
-    let secure = if state.tokens.config().issuer.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if state.tokens.config().issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     let set = format!(
         "{SESSION_COOKIE}={cookie_value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         session.exp - now
@@ -141,7 +173,12 @@ async fn decide(
             }
         }
     } else {
-        if state.tokens.deny(&session.user_id, request, now).await.is_err() {
+        if state
+            .tokens
+            .deny(&session.user_id, request, now)
+            .await
+            .is_err()
+        {
             return unavailable();
         }
         params.push(("error", "access_denied".into()));
@@ -175,8 +212,16 @@ async fn checked(state: &AppState, form: &Form) -> Result<(AuthorizationRequest,
             "Request refused",
             &format!("<p>This request cannot be trusted: {}.</p>", escape(rule)),
         )),
-        Err(AuthorizationError::Redirect { redirect_uri, state: client_state, code, rule }) => {
-            let mut params = vec![("error", code.as_str().to_owned()), ("error_description", rule.to_owned())];
+        Err(AuthorizationError::Redirect {
+            redirect_uri,
+            state: client_state,
+            code,
+            rule,
+        }) => {
+            let mut params = vec![
+                ("error", code.as_str().to_owned()),
+                ("error_description", rule.to_owned()),
+            ];
             if let Some(s) = client_state {
                 params.push(("state", s));
             }
@@ -196,7 +241,9 @@ fn sign_in_page(form: &Form, message: Option<&str>, status: StatusCode) -> Respo
     let Ok(csrf) = random_token(24) else {
         return unavailable();
     };
-    let notice = message.map_or(String::new(), |m| format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m)));
+    let notice = message.map_or(String::new(), |m| {
+        format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m))
+    });
     let body = format!(
         "{notice}<form method=\"post\" action=\"/oauth2/authorize\">\
          <input type=\"hidden\" name=\"action\" value=\"signin\">\
@@ -207,23 +254,36 @@ fn sign_in_page(form: &Form, message: Option<&str>, status: StatusCode) -> Respo
         hidden = hidden_fields(form),
     );
     let mut response = page(status, "Sign in", &body);
-    let set = format!("{CSRF_COOKIE}={csrf}; Path=/oauth2/authorize; HttpOnly; SameSite=Strict; Max-Age=600");
+    let set = format!(
+        "{CSRF_COOKIE}={csrf}; Path=/oauth2/authorize; HttpOnly; SameSite=Strict; Max-Age=600"
+    );
     if let Ok(v) = HeaderValue::from_str(&set) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
 }
 
-fn consent_page(request: &AuthorizationRequest, agent: &Agent, form: &Form, session: &Session) -> Response {
+fn consent_page(
+    request: &AuthorizationRequest,
+    agent: &Agent,
+    form: &Form,
+    session: &Session,
+) -> Response {
     let scopes: String = request
         .scope
         .iter()
         .map(|s| format!("<li><code>{}</code></li>", escape(s)))
         .collect();
-    let details = request.authorization_details.as_ref().map_or(String::new(), |d| {
-        let pretty = serde_json::to_string_pretty(d).unwrap_or_default();
-        format!("<h2>Limits</h2><pre id=\"details\">{}</pre>", escape(&pretty))
-    });
+    let details = request
+        .authorization_details
+        .as_ref()
+        .map_or(String::new(), |d| {
+            let pretty = serde_json::to_string_pretty(d).unwrap_or_default();
+            format!(
+                "<h2>Limits</h2><pre id=\"details\">{}</pre>",
+                escape(&pretty)
+            )
+        });
     let resource = request.resource.as_deref().map_or(String::new(), |r| {
         format!("<p>For use at <code>{}</code>.</p>", escape(r))
     });
@@ -250,7 +310,12 @@ fn hidden_fields(form: &Form) -> String {
     CARRIED
         .iter()
         .filter_map(|name| form.get(name).map(|v| (name, v)))
-        .map(|(name, v)| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(v)))
+        .map(|(name, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                escape(v)
+            )
+        })
         .collect()
 }
 
@@ -265,14 +330,22 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let mut response = (status, html).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -281,17 +354,36 @@ fn redirect(uri: &str, params: &[(&str, String)]) -> Response {
     let sep = if uri.contains('?') { '&' } else { '?' };
     let location = format!("{uri}{sep}{query}");
     match HeaderValue::from_str(&location) {
-        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response(),
-        Err(_) => page(StatusCode::BAD_REQUEST, "Request refused", "<p>The redirect is malformed.</p>"),
+        Ok(v) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, v),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>The redirect is malformed.</p>",
+        ),
     }
 }
 
 fn forbidden() -> Response {
-    page(StatusCode::FORBIDDEN, "Request refused", "<p>The form expired or was not sent from this page. Go back and try again.</p>")
+    page(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "<p>The form expired or was not sent from this page. Go back and try again.</p>",
+    )
 }
 
 fn unavailable() -> Response {
-    page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "<p>The service is temporarily unavailable.</p>")
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "<p>The service is temporarily unavailable.</p>",
+    )
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {

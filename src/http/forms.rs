@@ -18,9 +18,18 @@ impl Form {
         let media = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         if media.as_deref() != Some("application/x-www-form-urlencoded") {
-            return Err(refused(OAuthCode::InvalidRequest, "the body must be a form"));
+            return Err(refused(
+                OAuthCode::InvalidRequest,
+                "the body must be a form",
+            ));
         }
         Self::parse_query(body)
     }
@@ -35,7 +44,10 @@ impl Form {
                 continue;
             }
             if map.insert(name, value).is_some() {
-                return Err(refused(OAuthCode::InvalidRequest, "a parameter is repeated"));
+                return Err(refused(
+                    OAuthCode::InvalidRequest,
+                    "a parameter is repeated",
+                ));
             }
         }
         Ok(Form(map))
@@ -48,7 +60,8 @@ impl Form {
 
     /// A required parameter.
     pub fn require(&self, name: &str, rule: &'static str) -> Result<&str, ApiError> {
-        self.get(name).ok_or_else(|| refused(OAuthCode::InvalidRequest, rule))
+        self.get(name)
+            .ok_or_else(|| refused(OAuthCode::InvalidRequest, rule))
     }
 }
 

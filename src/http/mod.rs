@@ -84,7 +84,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))
@@ -136,13 +139,12 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(wire.code, OAuthCode::InvalidToken | OAuthCode::InsufficientScope)
-            || (wire.status == 401 && wire.code == OAuthCode::InvalidDpopProof)
+        if matches!(
+            wire.code,
+            OAuthCode::InvalidToken | OAuthCode::InsufficientScope
+        ) || (wire.status == 401 && wire.code == OAuthCode::InvalidDpopProof)
         {
-            let challenge = format!(
-                "DPoP error=\"{}\", algs=\"ES256\"",
-                wire.code.as_str()
-            );
+            let challenge = format!("DPoP error=\"{}\", algs=\"ES256\"", wire.code.as_str());
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }

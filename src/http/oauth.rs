@@ -34,16 +34,20 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
         .verification_keys(now)
         .await
         .map_err(TokenError::from)?;
-    let keys: Vec<Value> = keys.iter().map(|k| {
-        let mut v = k.to_value();
-        v["use"] = "sig".into();
-        v["alg"] = "ES256".into();
-        v
-    }).collect();
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut v = k.to_value();
+            v["use"] = "sig".into();
+            v["alg"] = "ES256".into();
+            v
+        })
+        .collect();
     let mut response = Json(json!({ "keys": keys })).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
     Ok(response)
 }
 
@@ -62,7 +66,13 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
             response
         }
         Err((error, client)) => {
-            if !matches!(&error.error, TokenError::Refused { code: OAuthCode::UseDpopNonce, .. }) {
+            if !matches!(
+                &error.error,
+                TokenError::Refused {
+                    code: OAuthCode::UseDpopNonce,
+                    ..
+                }
+            ) {
                 state
                     .tokens
                     .audit_refusal("token.request", &error.error, client.as_deref(), now)
@@ -85,7 +95,10 @@ async fn token_inner(
         .require("grant_type", "grant_type missing")
         .map_err(no_client)?;
     if grant_type != "authorization_code" && grant_type != TOKEN_EXCHANGE {
-        return Err((refused(OAuthCode::UnsupportedGrantType, "grant type not supported"), None));
+        return Err((
+            refused(OAuthCode::UnsupportedGrantType, "grant type not supported"),
+            None,
+        ));
     }
 
     // DPoP first: a client told to use a nonce has spent nothing yet.
@@ -111,10 +124,16 @@ async fn token_inner(
                 .map_err(|e| (e, Some(agent.id.clone())))?,
             resource: form.get("resource").map(str::to_owned),
         };
-        tokens.redeem_code(&request, &agent, &proof, now).await.map_err(with_client)?
+        tokens
+            .redeem_code(&request, &agent, &proof, now)
+            .await
+            .map_err(with_client)?
     } else {
         let request = exchange_request(&form).map_err(|e| (e, Some(agent.id.clone())))?;
-        tokens.exchange(&request, &agent, &proof, now).await.map_err(with_client)?
+        tokens
+            .exchange(&request, &agent, &proof, now)
+            .await
+            .map_err(with_client)?
     };
     Ok(issued.response(grant_type == TOKEN_EXCHANGE, now))
 }
@@ -141,7 +160,11 @@ fn exchange_request(form: &Form) -> Result<ExchangeRequest, ApiError> {
 }
 
 /// `POST /oauth2/revoke` (RFC 7009): the admin, or the token's own client.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let now = state.now();
     let form = Form::parse(&headers, &body)?;
     let caller = caller(&state, &headers, &form, now).await?;
@@ -151,7 +174,11 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 /// `POST /oauth2/introspect` (RFC 7662): the admin, or the token's own client.
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let now = state.now();
     let form = Form::parse(&headers, &body)?;
     let caller = caller(&state, &headers, &form, now).await?;
@@ -161,14 +188,25 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body:
 }
 
 /// `GET /v1/whoami`: a protected resource for this service's own audience.
-pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let now = state.now();
     let tokens = &state.tokens;
     let authorization = single_header(&headers, "authorization")?;
     let proof = single_header(&headers, "dpop")?;
     let issuer = tokens.config().issuer.clone();
     let claims = tokens
-        .authenticate_resource(authorization, proof, "GET", "/v1/whoami", &issuer, None, now)
+        .authenticate_resource(
+            authorization,
+            proof,
+            "GET",
+            "/v1/whoami",
+            &issuer,
+            None,
+            now,
+        )
         .await?;
     Ok(Json(json!({
         "sub": claims.sub,
@@ -181,11 +219,19 @@ pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result
     })))
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap, form: &Form, now: i64) -> Result<Caller, ApiError> {
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+    now: i64,
+) -> Result<Caller, ApiError> {
     if state.is_admin(headers) {
         return Ok(Caller::Admin);
     }
-    let agent = state.tokens.authenticate_client(&client_auth(form), now).await?;
+    let agent = state
+        .tokens
+        .authenticate_client(&client_auth(form), now)
+        .await?;
     Ok(Caller::Agent(agent.id))
 }
 
@@ -209,6 +255,9 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
         return Err(refused(OAuthCode::InvalidRequest, "a header is repeated"));
     }
     first
-        .map(|v| v.to_str().map_err(|_| refused(OAuthCode::InvalidRequest, "a header is not text")))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| refused(OAuthCode::InvalidRequest, "a header is not text"))
+        })
         .transpose()
 }

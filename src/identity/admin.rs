@@ -66,14 +66,23 @@ pub enum SignInRefusal {
 
 impl TokenService {
     /// Registers an agent.
-    pub async fn register_agent(&self, body: &AgentRegistration, now: i64) -> Result<Agent, TokenError> {
+    pub async fn register_agent(
+        &self,
+        body: &AgentRegistration,
+        now: i64,
+    ) -> Result<Agent, TokenError> {
         let invalid = |rule| TokenError::refused(OAuthCode::InvalidRequest, rule);
         let keys = agent_keys(&body.jwks).map_err(invalid)?;
-        if body.max_delegation_depth < 0 || body.max_delegation_depth >= self.config.max_chain as i64 {
+        if body.max_delegation_depth < 0
+            || body.max_delegation_depth >= self.config.max_chain as i64
+        {
             return Err(invalid("max_delegation_depth out of range"));
         }
         let agent = Agent {
-            id: format!("agt_{}", random_token(12).map_err(|_| StoreError::Unavailable)?),
+            id: format!(
+                "agt_{}",
+                random_token(12).map_err(|_| StoreError::Unavailable)?
+            ),
             name: body.name.clone(),
             owner: body.owner.clone(),
             keys,
@@ -114,7 +123,10 @@ impl TokenService {
         let revoked = match self.store.disable_agent(id, now).await {
             Ok(revoked) => revoked,
             Err(StoreError::NotFound) => {
-                return Err(TokenError::refused(OAuthCode::InvalidRequest, "agent unknown"))
+                return Err(TokenError::refused(
+                    OAuthCode::InvalidRequest,
+                    "agent unknown",
+                ))
             }
             Err(e) => return Err(e.into()),
         };
@@ -132,10 +144,19 @@ impl TokenService {
     }
 
     /// Creates an active user with an argon2id password hash.
-    pub async fn create_user(&self, username: &str, password: &Password, now: i64) -> Result<User, TokenError> {
-        let hash = password::hash(password).map_err(|rule| TokenError::refused(OAuthCode::InvalidRequest, rule))?;
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &Password,
+        now: i64,
+    ) -> Result<User, TokenError> {
+        let hash = password::hash(password)
+            .map_err(|rule| TokenError::refused(OAuthCode::InvalidRequest, rule))?;
         let user = User {
-            id: format!("usr_{}", random_token(12).map_err(|_| StoreError::Unavailable)?),
+            id: format!(
+                "usr_{}",
+                random_token(12).map_err(|_| StoreError::Unavailable)?
+            ),
             username: username.into(),
             password_hash: hash,
             status: UserStatus::Active,
@@ -143,11 +164,15 @@ impl TokenService {
         };
         match self.store.create_user(&user).await {
             Ok(()) => Ok(user),
-            Err(RecordError::Store(StoreError::AlreadyExists)) => {
-                Err(TokenError::refused(OAuthCode::InvalidRequest, "username taken"))
-            }
+            Err(RecordError::Store(StoreError::AlreadyExists)) => Err(TokenError::refused(
+                OAuthCode::InvalidRequest,
+                "username taken",
+            )),
             Err(RecordError::Store(e)) => Err(e.into()),
-            Err(_) => Err(TokenError::refused(OAuthCode::InvalidRequest, "invalid username")),
+            Err(_) => Err(TokenError::refused(
+                OAuthCode::InvalidRequest,
+                "invalid username",
+            )),
         }
     }
 
@@ -188,8 +213,13 @@ impl TokenService {
     }
 
     /// Starts a session: returns the cookie value (stored only as its hash) and the session.
-    pub async fn start_session(&self, user: &User, now: i64) -> Result<(String, Session), TokenError> {
-        let fresh = |n| random_token(n).map_err(|_| TokenError::Unavailable(StoreError::Unavailable));
+    pub async fn start_session(
+        &self,
+        user: &User,
+        now: i64,
+    ) -> Result<(String, Session), TokenError> {
+        let fresh =
+            |n| random_token(n).map_err(|_| TokenError::Unavailable(StoreError::Unavailable));
         let cookie = fresh(32)?;
         let session = Session {
             user_id: user.id.clone(),
@@ -205,7 +235,11 @@ impl TokenService {
 
     /// The session a cookie value opens, if any (and its user still active).
     pub async fn session(&self, cookie: &str, now: i64) -> Result<Option<Session>, TokenError> {
-        let Some(session) = self.store.session(&sha256_b64(cookie.as_bytes()), now).await? else {
+        let Some(session) = self
+            .store
+            .session(&sha256_b64(cookie.as_bytes()), now)
+            .await?
+        else {
             return Ok(None);
         };
         match self.store.user(&session.user_id).await {

@@ -69,7 +69,8 @@ pub fn check_agent_assertion(
     check: &AssertionCheck<'_>,
 ) -> Result<CheckedAssertion, &'static str> {
     let policy = HeaderPolicy::trusted_key(TypRule::OneOfOrAbsent(TYPS));
-    let jws = UnverifiedJws::parse(token, &policy).map_err(|_| "client assertion header refused")?;
+    let jws =
+        UnverifiedJws::parse(token, &policy).map_err(|_| "client assertion header refused")?;
     let key = agent_key(agent, jws.header().kid())?;
     let verified = jws
         .verify(&key)
@@ -138,7 +139,10 @@ fn agent_key(agent: &Agent, kid: Option<&str>) -> Result<PublicJwk, &'static str
 }
 
 /// `exp` required and short; `iat` and `nbf`, when present, not in the future.
-fn check_times(claims: &Map<String, Value>, check: &AssertionCheck<'_>) -> Result<i64, &'static str> {
+fn check_times(
+    claims: &Map<String, Value>,
+    check: &AssertionCheck<'_>,
+) -> Result<i64, &'static str> {
     let exp = claims
         .get("exp")
         .and_then(Value::as_i64)

@@ -32,7 +32,9 @@ pub fn make_proof(
 ) -> Result<String, JoseError> {
     let jti = super::random_token(16)?;
     let mut claims = json!({"jti": jti, "htm": htm, "htu": htu, "iat": now});
-    let obj = claims.as_object_mut().expect("json! object literal is an object");
+    let obj = claims
+        .as_object_mut()
+        .expect("json! object literal is an object");
     if let Some(token) = access_token {
         obj.insert("ath".into(), sha256_b64(token.as_bytes()).into());
     }
@@ -80,7 +82,11 @@ pub fn check_proof(proof: &str, check: &ProofCheck<'_>) -> Result<CheckedProof, 
         embedded_jwk: true,
     };
     let jws = UnverifiedJws::parse(proof, &policy).map_err(|_| "DPoP proof header refused")?;
-    let key: PublicJwk = jws.header().jwk().cloned().ok_or("DPoP proof carries no key")?;
+    let key: PublicJwk = jws
+        .header()
+        .jwk()
+        .cloned()
+        .ok_or("DPoP proof carries no key")?;
     let verified = jws
         .verify_with_embedded_key()
         .map_err(|_| "DPoP proof signature invalid")?;
@@ -217,17 +223,23 @@ mod tests {
         let get = make_proof(&key, "GET", HTU, 1000, None, None).unwrap();
         assert!(check_proof(&get, &check(1000)).unwrap_err().contains("htm"));
         let other = make_proof(&key, "POST", "https://evil.example/t", 1000, None, None).unwrap();
-        assert!(check_proof(&other, &check(1000)).unwrap_err().contains("htu"));
+        assert!(check_proof(&other, &check(1000))
+            .unwrap_err()
+            .contains("htu"));
         let old = make_proof(&key, "POST", HTU, 900, None, None).unwrap();
         assert!(check_proof(&old, &check(1000)).unwrap_err().contains("iat"));
         let future = make_proof(&key, "POST", HTU, 1010, None, None).unwrap();
-        assert!(check_proof(&future, &check(1000)).unwrap_err().contains("iat"));
+        assert!(check_proof(&future, &check(1000))
+            .unwrap_err()
+            .contains("iat"));
 
         let with_ath = make_proof(&key, "POST", HTU, 1000, Some("token-a"), None).unwrap();
         let mut c = check(1000);
         c.access_token = Some("token-b");
         assert!(check_proof(&with_ath, &c).unwrap_err().contains("ath"));
-        assert!(check_proof(&with_ath, &check(1000)).unwrap_err().contains("ath"));
+        assert!(check_proof(&with_ath, &check(1000))
+            .unwrap_err()
+            .contains("ath"));
         c.access_token = Some("token-a");
         assert!(check_proof(&with_ath, &c).is_ok());
     }

@@ -73,9 +73,11 @@ fn entry_within(entry: &Value, held: &Value) -> bool {
         return false;
     };
     // Every member the subject limits must be limited at least as much.
-    let kept = held
-        .iter()
-        .all(|(name, limit)| entry.get(name).is_some_and(|v| member_within(name, v, limit)));
+    let kept = held.iter().all(|(name, limit)| {
+        entry
+            .get(name)
+            .is_some_and(|v| member_within(name, v, limit))
+    });
     // A member the subject does not have may only restrict (a known list or bound).
     let added = entry
         .keys()
@@ -154,7 +156,10 @@ mod tests {
     fn scope_is_the_request_when_it_fits_and_refused_when_it_widens() {
         let subject = s(&["a", "b", "c"]);
         let actor = s(&["a", "b"]);
-        assert_eq!(narrow_scope(Some(&s(&["a"])), &subject, &actor), Ok(s(&["a"])));
+        assert_eq!(
+            narrow_scope(Some(&s(&["a"])), &subject, &actor),
+            Ok(s(&["a"]))
+        );
         assert_eq!(narrow_scope(None, &subject, &actor), Ok(s(&["a", "b"])));
         assert!(narrow_scope(Some(&s(&["d"])), &subject, &actor).is_err());
         assert!(narrow_scope(Some(&s(&["c"])), &subject, &actor).is_err());
@@ -167,7 +172,10 @@ mod tests {
                            "merchants": ["m1", "m2"], "valid_until": 2000}]);
         let narrower = json!([{"type": "payment", "max_amount": {"currency": "USD", "value": 5000},
                                "merchants": ["m1"], "valid_until": 1500}]);
-        assert_eq!(narrow_details(Some(&narrower), Some(&held)), Ok(Some(narrower.clone())));
+        assert_eq!(
+            narrow_details(Some(&narrower), Some(&held)),
+            Ok(Some(narrower.clone()))
+        );
         assert_eq!(narrow_details(None, Some(&held)), Ok(Some(held.clone())));
 
         let widen = |patch: Value| {
@@ -196,7 +204,10 @@ mod tests {
             "top" => Some(1),
             _ => Some(5),
         };
-        assert_eq!(append_actor(&s(&["top"]), "sub", limits, 8), Ok(s(&["sub", "top"])));
+        assert_eq!(
+            append_actor(&s(&["top"]), "sub", limits, 8),
+            Ok(s(&["sub", "top"]))
+        );
         assert!(append_actor(&s(&["sub", "top"]), "subsub", limits, 8).is_err());
         assert!(append_actor(&s(&["top"]), "top", limits, 8).is_err());
         assert!(append_actor(&s(&["x", "y"]), "z", |_| None, 2).is_err());

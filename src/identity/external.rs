@@ -122,7 +122,11 @@ impl ExternalIssuer {
         if exp <= now - skew {
             return Err("subject token expired");
         }
-        if claims.get("nbf").and_then(Value::as_i64).is_some_and(|nbf| nbf > now + skew) {
+        if claims
+            .get("nbf")
+            .and_then(Value::as_i64)
+            .is_some_and(|nbf| nbf > now + skew)
+        {
             return Err("subject token not yet valid");
         }
         match self.config.profile {
@@ -155,7 +159,11 @@ impl ExternalIssuer {
     }
 }
 
-fn map_oidc(issuer: &str, claims: &Map<String, Value>, exp: i64) -> Result<ExternalSubject, &'static str> {
+fn map_oidc(
+    issuer: &str,
+    claims: &Map<String, Value>,
+    exp: i64,
+) -> Result<ExternalSubject, &'static str> {
     let sub = str_claim(claims, "sub").ok_or("subject token sub missing")?;
     let actor = str_claim(claims, "azp")
         .or_else(|| str_claim(claims, "client_id"))
@@ -205,5 +213,8 @@ fn audience_is(claims: &Map<String, Value>, audience: &str) -> bool {
 }
 
 fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }

@@ -159,7 +159,9 @@ impl TokenService {
         let agent = match self.store.agent(client_id).await {
             Ok(agent) if agent.status == crate::store::records::AgentStatus::Active => agent,
             Ok(_) => return Err(AuthorizationError::Untrusted("agent disabled")),
-            Err(StoreError::NotFound) => return Err(AuthorizationError::Untrusted("agent unknown")),
+            Err(StoreError::NotFound) => {
+                return Err(AuthorizationError::Untrusted("agent unknown"))
+            }
             Err(_) => return Err(AuthorizationError::Unavailable),
         };
         let redirect_uri = params
@@ -179,23 +181,38 @@ impl TokenService {
             rule,
         };
         if params.response_type.as_deref() != Some("code") {
-            return Err(fail(OAuthCode::InvalidRequest, "response_type must be code"));
+            return Err(fail(
+                OAuthCode::InvalidRequest,
+                "response_type must be code",
+            ));
         }
         let challenge = params.code_challenge.clone().unwrap_or_default();
-        if params.code_challenge_method.as_deref() != Some("S256") || !is_s256_challenge(&challenge) {
-            return Err(fail(OAuthCode::InvalidRequest, "PKCE with S256 is required"));
+        if params.code_challenge_method.as_deref() != Some("S256") || !is_s256_challenge(&challenge)
+        {
+            return Err(fail(
+                OAuthCode::InvalidRequest,
+                "PKCE with S256 is required",
+            ));
         }
         let scope = split_scope(params.scope.as_deref().unwrap_or(""));
         if scope.is_empty() || scope.iter().any(|s| !agent.scopes.contains(s)) {
-            return Err(fail(OAuthCode::InvalidScope, "scope missing or not allowed for this agent"));
+            return Err(fail(
+                OAuthCode::InvalidScope,
+                "scope missing or not allowed for this agent",
+            ));
         }
         let details = match &params.authorization_details {
             None => None,
-            Some(text) => Some(parse_details(text).map_err(|rule| fail(OAuthCode::InvalidRequest, rule))?),
+            Some(text) => {
+                Some(parse_details(text).map_err(|rule| fail(OAuthCode::InvalidRequest, rule))?)
+            }
         };
         if let Some(resource) = &params.resource {
             if !self.audience_allowed(&agent, resource) {
-                return Err(fail(OAuthCode::InvalidTarget, "resource not allowed for this agent"));
+                return Err(fail(
+                    OAuthCode::InvalidTarget,
+                    "resource not allowed for this agent",
+                ));
             }
         }
         let request = AuthorizationRequest {
@@ -218,7 +235,8 @@ impl TokenService {
         request: &AuthorizationRequest,
         now: i64,
     ) -> Result<String, TokenError> {
-        let fresh = |n| random_token(n).map_err(|_| TokenError::Unavailable(StoreError::Unavailable));
+        let fresh =
+            |n| random_token(n).map_err(|_| TokenError::Unavailable(StoreError::Unavailable));
         let grant = Grant {
             id: format!("grt_{}", fresh(15)?),
             user_id: user_id.into(),
@@ -266,7 +284,12 @@ impl TokenService {
     }
 
     /// Records the human's refusal.
-    pub async fn deny(&self, user_id: &str, request: &AuthorizationRequest, now: i64) -> Result<(), TokenError> {
+    pub async fn deny(
+        &self,
+        user_id: &str,
+        request: &AuthorizationRequest,
+        now: i64,
+    ) -> Result<(), TokenError> {
         self.audit(AuditRecord {
             at: now,
             action: "grant.approve".into(),
@@ -311,13 +334,22 @@ impl TokenService {
             }
         };
         if code.redirect_uri != request.redirect_uri {
-            return Err(refuse(OAuthCode::InvalidGrant, "redirect_uri does not match the authorization request"));
+            return Err(refuse(
+                OAuthCode::InvalidGrant,
+                "redirect_uri does not match the authorization request",
+            ));
         }
         if !verify_s256(&request.code_verifier, &code.code_challenge) {
-            return Err(refuse(OAuthCode::InvalidGrant, "PKCE code_verifier does not match"));
+            return Err(refuse(
+                OAuthCode::InvalidGrant,
+                "PKCE code_verifier does not match",
+            ));
         }
         if code.dpop_jkt.as_ref().is_some_and(|jkt| *jkt != proof.jkt) {
-            return Err(refuse(OAuthCode::InvalidGrant, "the code is bound to another DPoP key"));
+            return Err(refuse(
+                OAuthCode::InvalidGrant,
+                "the code is bound to another DPoP key",
+            ));
         }
         let resource = request
             .resource
@@ -325,7 +357,10 @@ impl TokenService {
             .or(code.resource.clone())
             .unwrap_or_else(|| self.config.issuer.clone());
         if !self.audience_allowed(agent, &resource) {
-            return Err(refuse(OAuthCode::InvalidTarget, "resource not allowed for this agent"));
+            return Err(refuse(
+                OAuthCode::InvalidTarget,
+                "resource not allowed for this agent",
+            ));
         }
 
         let grant = self.store.grant(&code.grant_id).await?;
@@ -342,7 +377,8 @@ impl TokenService {
         claims.jkt = proof.jkt.clone();
         claims.exp = claims.exp.min(grant.expires_at);
         claims.grant_id = Some(grant.id.clone());
-        self.issue(claims, Vec::new(), false, "token.issue", now).await
+        self.issue(claims, Vec::new(), false, "token.issue", now)
+            .await
     }
 
     /// The token exchange grant: `client` authenticated, `proof` checked.
@@ -359,25 +395,49 @@ impl TokenService {
             .as_deref()
             .is_some_and(|t| t != ACCESS_TOKEN)
         {
-            return Err(refuse(OAuthCode::InvalidRequest, "only access tokens can be requested"));
+            return Err(refuse(
+                OAuthCode::InvalidRequest,
+                "only access tokens can be requested",
+            ));
         }
 
         // 1. The subject: ours (held by the client, bound to its DPoP key) or a trusted issuer's.
         let subject = match request.subject_token_type.as_str() {
-            ACCESS_TOKEN => self.own_subject(&request.subject_token, client, proof, now).await?,
+            ACCESS_TOKEN => {
+                self.own_subject(&request.subject_token, client, proof, now)
+                    .await?
+            }
             JWT => self.external_subject(&request.subject_token, client, now)?,
-            _ => return Err(refuse(OAuthCode::InvalidRequest, "subject_token_type not accepted")),
+            _ => {
+                return Err(refuse(
+                    OAuthCode::InvalidRequest,
+                    "subject_token_type not accepted",
+                ))
+            }
         };
 
         // 2. The new actor: the sub-agent of the actor token, or the client itself.
         let (actor, jkt) = match (&request.actor_token, request.actor_token_type.as_deref()) {
             (Some(token), Some(JWT)) => self.actor_from_token(token, now).await?,
-            (Some(_), _) => return Err(refuse(OAuthCode::InvalidRequest, "actor_token_type must be jwt")),
-            (None, Some(_)) => return Err(refuse(OAuthCode::InvalidRequest, "actor_token_type without actor_token")),
+            (Some(_), _) => {
+                return Err(refuse(
+                    OAuthCode::InvalidRequest,
+                    "actor_token_type must be jwt",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(refuse(
+                    OAuthCode::InvalidRequest,
+                    "actor_token_type without actor_token",
+                ))
+            }
             (None, None) => (client.clone(), proof.jkt.clone()),
         };
         if subject.may_act.as_ref().is_some_and(|m| *m != actor.id) {
-            return Err(refuse(OAuthCode::InvalidRequest, "the subject token's may_act does not name this actor"));
+            return Err(refuse(
+                OAuthCode::InvalidRequest,
+                "the subject token's may_act does not name this actor",
+            ));
         }
 
         // 3. The act chain: appended, never rewritten.
@@ -390,8 +450,11 @@ impl TokenService {
         let scope = narrow_scope(request.scope.as_deref(), &subject.scope, &actor.scopes)
             .map_err(|rule| refuse(OAuthCode::InvalidScope, rule))?;
         let audience = self.exchange_audience(request, &subject, &actor)?;
-        let details = narrow_details(request.authorization_details.as_ref(), subject.details.as_ref())
-            .map_err(|rule| refuse(OAuthCode::InvalidAuthorizationDetails, rule))?;
+        let details = narrow_details(
+            request.authorization_details.as_ref(),
+            subject.details.as_ref(),
+        )
+        .map_err(|rule| refuse(OAuthCode::InvalidAuthorizationDetails, rule))?;
         let mut claims = self.new_claims(now)?;
         claims.exp = claims.exp.min(subject.exp);
         if claims.exp <= now {
@@ -414,8 +477,14 @@ impl TokenService {
             }
         }
         claims.actors = actors;
-        self.issue(claims, delegated_by, subject.external, "token.exchange", now)
-            .await
+        self.issue(
+            claims,
+            delegated_by,
+            subject.external,
+            "token.exchange",
+            now,
+        )
+        .await
     }
 
     async fn own_subject(
@@ -425,10 +494,12 @@ impl TokenService {
         proof: &CheckedProof,
         now: i64,
     ) -> Result<Subject, TokenError> {
-        let claims = self
-            .verify_token(token, now, false)
-            .await
-            .map_err(|_| refuse(OAuthCode::InvalidRequest, "subject token invalid or expired"))?;
+        let claims = self.verify_token(token, now, false).await.map_err(|_| {
+            refuse(
+                OAuthCode::InvalidRequest,
+                "subject token invalid or expired",
+            )
+        })?;
         if self.standing(&claims.jti).await? != Standing::Active {
             return Err(refuse(
                 OAuthCode::InvalidRequest,
@@ -436,10 +507,16 @@ impl TokenService {
             ));
         }
         if claims.client_id != client.id {
-            return Err(refuse(OAuthCode::InvalidRequest, "only the subject token's holder may exchange it"));
+            return Err(refuse(
+                OAuthCode::InvalidRequest,
+                "only the subject token's holder may exchange it",
+            ));
         }
         if claims.jkt != proof.jkt {
-            return Err(refuse(OAuthCode::InvalidRequest, "the DPoP proof is not by the subject token's key"));
+            return Err(refuse(
+                OAuthCode::InvalidRequest,
+                "the DPoP proof is not by the subject token's key",
+            ));
         }
         Ok(Subject {
             user: claims.sub,
@@ -454,13 +531,21 @@ impl TokenService {
         })
     }
 
-    fn external_subject(&self, token: &str, client: &Agent, now: i64) -> Result<Subject, TokenError> {
+    fn external_subject(
+        &self,
+        token: &str,
+        client: &Agent,
+        now: i64,
+    ) -> Result<Subject, TokenError> {
         let iss = insecure_string_claim(token, "iss").unwrap_or_default();
         let issuer = self
             .external
             .iter()
             .find(|e| e.issuer() == iss)
-            .ok_or(refuse(OAuthCode::InvalidRequest, "subject token issuer is not trusted"))?;
+            .ok_or(refuse(
+                OAuthCode::InvalidRequest,
+                "subject token issuer is not trusted",
+            ))?;
         let mapped = issuer
             .verify_subject(token, now, self.config.skew)
             .map_err(|rule| refuse(OAuthCode::InvalidRequest, rule))?;
@@ -472,10 +557,19 @@ impl TokenService {
             .iter()
             .any(|c| c.issuer == issuer.issuer() && Some(c.subject.as_str()) == holder);
         if !mine {
-            return Err(refuse(OAuthCode::InvalidRequest, "the subject token was not issued to this agent"));
+            return Err(refuse(
+                OAuthCode::InvalidRequest,
+                "the subject token was not issued to this agent",
+            ));
         }
         let mut actors = vec![client.id.clone()];
-        actors.extend(mapped.actor_subjects.iter().skip(1).map(|p| format!("{iss}#{p}")));
+        actors.extend(
+            mapped
+                .actor_subjects
+                .iter()
+                .skip(1)
+                .map(|p| format!("{iss}#{p}")),
+        );
         Ok(Subject {
             user: mapped.user,
             actors,
@@ -500,7 +594,11 @@ impl TokenService {
         let jti = checked.jti.unwrap_or_default();
         let fresh = self
             .store
-            .remember_jti("actor_token", &format!("{}:{jti}", actor.id), checked.exp + self.config.skew)
+            .remember_jti(
+                "actor_token",
+                &format!("{}:{jti}", actor.id),
+                checked.exp + self.config.skew,
+            )
             .await?;
         if !fresh {
             return Err(TokenError::Replayed {
@@ -512,7 +610,11 @@ impl TokenService {
         Ok((actor, jkt))
     }
 
-    async fn appended_chain(&self, chain: &[String], actor: &Agent) -> Result<Vec<String>, TokenError> {
+    async fn appended_chain(
+        &self,
+        chain: &[String],
+        actor: &Agent,
+    ) -> Result<Vec<String>, TokenError> {
         let mut limits = std::collections::BTreeMap::new();
         limits.insert(actor.id.clone(), actor.max_delegation_depth);
         for id in chain {
@@ -524,8 +626,13 @@ impl TokenService {
                 Err(e) => return Err(e.into()),
             }
         }
-        append_actor(chain, &actor.id, |a| limits.get(a).copied(), self.config.max_chain)
-            .map_err(|rule| refuse(OAuthCode::InvalidRequest, rule))
+        append_actor(
+            chain,
+            &actor.id,
+            |a| limits.get(a).copied(),
+            self.config.max_chain,
+        )
+        .map_err(|rule| refuse(OAuthCode::InvalidRequest, rule))
     }
 
     fn exchange_audience(
@@ -536,7 +643,10 @@ impl TokenService {
     ) -> Result<String, TokenError> {
         let asked = match (&request.resource, &request.audience) {
             (Some(r), Some(a)) if r != a => {
-                return Err(refuse(OAuthCode::InvalidTarget, "resource and audience disagree"))
+                return Err(refuse(
+                    OAuthCode::InvalidTarget,
+                    "resource and audience disagree",
+                ))
             }
             (Some(r), _) | (None, Some(r)) => Some(r.clone()),
             (None, None) => None,
@@ -546,7 +656,10 @@ impl TokenService {
             .unwrap_or_else(|| self.config.issuer.clone());
         match self.audience_allowed(actor, &audience) {
             true => Ok(audience),
-            false => Err(refuse(OAuthCode::InvalidTarget, "audience not allowed for the acting agent")),
+            false => Err(refuse(
+                OAuthCode::InvalidTarget,
+                "audience not allowed for the acting agent",
+            )),
         }
     }
 
@@ -560,7 +673,9 @@ impl TokenService {
 pub fn parse_details(text: &str) -> Result<Value, &'static str> {
     let value = crate::json::parse(text.as_bytes(), 16 * 1024)
         .map_err(|_| "authorization_details is not valid JSON")?;
-    let entries = value.as_array().ok_or("authorization_details must be an array")?;
+    let entries = value
+        .as_array()
+        .ok_or("authorization_details must be an array")?;
     let typed = |e: &Value| e.get("type").and_then(Value::as_str).is_some();
     if entries.is_empty() || !entries.iter().all(typed) {
         return Err("authorization_details entries need a type");

@@ -60,7 +60,9 @@ pub fn verify(password: &Password, stored: Option<&PasswordHash>) -> bool {
     let Ok(phc) = Phc::new(text) else {
         return false;
     };
-    let ok = hasher().verify_password(password.0.as_bytes(), &phc).is_ok();
+    let ok = hasher()
+        .verify_password(password.0.as_bytes(), &phc)
+        .is_ok();
     ok && stored.is_some()
 }
 
@@ -71,15 +73,26 @@ mod tests {
     #[test]
     fn a_hash_verifies_its_password_only() {
         let stored = hash(&Password::new("correct horse battery")).unwrap();
-        assert!(stored.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify(&Password::new("correct horse battery"), Some(&stored)));
-        assert!(!verify(&Password::new("correct horse battery!"), Some(&stored)));
+        assert!(stored
+            .as_str()
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify(
+            &Password::new("correct horse battery"),
+            Some(&stored)
+        ));
+        assert!(!verify(
+            &Password::new("correct horse battery!"),
+            Some(&stored)
+        ));
         assert!(!verify(&Password::new("correct horse battery"), None));
     }
 
     #[test]
     fn short_passwords_are_refused_and_never_printed() {
         assert_eq!(hash(&Password::new("short")), Err("password too short"));
-        assert_eq!(format!("{:?}", Password::new("hunter2hunter2")), "Password(..)");
+        assert_eq!(
+            format!("{:?}", Password::new("hunter2hunter2")),
+            "Password(..)"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub fn verify_s256(verifier: &str, challenge: &str) -> bool {
     if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(unreserved) {
         return false;
     }
-    ct_eq(sha256_b64(verifier.as_bytes()).as_bytes(), challenge.as_bytes())
+    ct_eq(
+        sha256_b64(verifier.as_bytes()).as_bytes(),
+        challenge.as_bytes(),
+    )
 }
 
 /// The S256 challenge of `verifier` (for clients).
@@ -43,7 +46,10 @@ mod tests {
     #[test]
     fn a_wrong_short_or_plain_verifier_fails() {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert!(!verify_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", challenge));
+        assert!(!verify_s256(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
+            challenge
+        ));
         assert!(!verify_s256("short", challenge));
         assert!(!verify_s256(challenge, challenge));
         assert!(!is_s256_challenge("plain-challenge"));

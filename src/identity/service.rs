@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 
-use super::assertion::{check_agent_assertion, check_federated_assertion, AssertionCheck};
 use super::assertion::JWT_BEARER;
+use super::assertion::{check_agent_assertion, check_federated_assertion, AssertionCheck};
 use super::dpop::{check_proof, CheckedProof, NonceMint, ProofCheck};
 use super::external::{ExternalIssuer, ExternalIssuerConfig};
 use super::token::{self, AccessTokenClaims, AccessTokenPolicy};
@@ -74,7 +74,9 @@ impl TokenServiceConfig {
             .iter()
             .any(|p| issuer.starts_with(p));
         if !(issuer.starts_with("https://") || loopback) || issuer.ends_with('/') {
-            return Err("issuer must be an https URL (http only on loopback), without a trailing /".into());
+            return Err(
+                "issuer must be an https URL (http only on loopback), without a trailing /".into(),
+            );
         }
         if self.max_token_lifetime > HARD_MAX_TOKEN_LIFETIME
             || self.token_lifetime <= 0
@@ -246,11 +248,18 @@ impl TokenService {
     pub async fn signing_key(&self, now: i64) -> Result<Arc<SigningKey>, TokenError> {
         self.refresh_keys(now, false).await?;
         let cache = self.keys.read().map_err(|_| StoreError::Unavailable)?;
-        cache.signer.clone().ok_or(TokenError::Unavailable(StoreError::Unavailable))
+        cache
+            .signer
+            .clone()
+            .ok_or(TokenError::Unavailable(StoreError::Unavailable))
     }
 
     /// The keys access tokens verify with (refreshed when stale or when `kid` is unknown).
-    pub async fn verification_keys(&self, now: i64, kid: Option<&str>) -> Result<KeySet, TokenError> {
+    pub async fn verification_keys(
+        &self,
+        now: i64,
+        kid: Option<&str>,
+    ) -> Result<KeySet, TokenError> {
         let unknown = {
             let cache = self.keys.read().map_err(|_| StoreError::Unavailable)?;
             kid.is_some_and(|kid| cache.verify.get(kid).is_err())
@@ -286,7 +295,9 @@ impl TokenService {
         for key in self.store.verification_keys(now).await? {
             // Only token keys: a mandate or receipt key must never make an access token valid.
             if key.kid().is_some_and(|kid| kid.starts_with(&prefix)) {
-                verify.insert(key).map_err(|_| StoreError::Corrupt("keys.kid"))?;
+                verify
+                    .insert(key)
+                    .map_err(|_| StoreError::Corrupt("keys.kid"))?;
             }
         }
         let mut cache = self.keys.write().map_err(|_| StoreError::Unavailable)?;
@@ -315,8 +326,13 @@ impl TokenService {
             .client_id
             .map(str::to_owned)
             .or_else(|| asserted_iss.clone())
-            .ok_or(TokenError::refused(OAuthCode::InvalidClient, "client not identified"))?;
-        let agent = self.active_agent(&client_id, OAuthCode::InvalidClient).await?;
+            .ok_or(TokenError::refused(
+                OAuthCode::InvalidClient,
+                "client not identified",
+            ))?;
+        let agent = self
+            .active_agent(&client_id, OAuthCode::InvalidClient)
+            .await?;
 
         let external = asserted_iss
             .as_deref()
@@ -362,7 +378,11 @@ impl TokenService {
     }
 
     /// The active agent `id`, or a refusal with `code`.
-    pub(super) async fn active_agent(&self, id: &str, code: OAuthCode) -> Result<Agent, TokenError> {
+    pub(super) async fn active_agent(
+        &self,
+        id: &str,
+        code: OAuthCode,
+    ) -> Result<Agent, TokenError> {
         match self.store.agent(id).await {
             Ok(agent) if agent.status == AgentStatus::Active => Ok(agent),
             Ok(_) => Err(TokenError::refused(code, "agent disabled")),
@@ -444,7 +464,10 @@ impl TokenService {
             status: TokenStatus::Active,
             exp: claims.exp,
         };
-        self.store.record_token(&record).await.map_err(record_refusal)?;
+        self.store
+            .record_token(&record)
+            .await
+            .map_err(record_refusal)?;
         self.audit(AuditRecord {
             action: action.into(),
             outcome: "success".into(),
@@ -570,7 +593,12 @@ impl TokenService {
     }
 
     /// RFC 7662: the token's claims if it is active and the caller may see it, else inactive.
-    pub async fn introspect(&self, token: &str, caller: &Caller, now: i64) -> Result<Value, TokenError> {
+    pub async fn introspect(
+        &self,
+        token: &str,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Value, TokenError> {
         let inactive = json!({"active": false});
         let claims = match self.verify_token(token, now, false).await {
             Ok(claims) => claims,
@@ -629,7 +657,13 @@ impl TokenService {
 
     /// Records a refusal in the audit log (best effort: a failing store is logged, and the
     /// refusal stands either way).
-    pub async fn audit_refusal(&self, action: &str, error: &TokenError, agent: Option<&str>, now: i64) {
+    pub async fn audit_refusal(
+        &self,
+        action: &str,
+        error: &TokenError,
+        agent: Option<&str>,
+        now: i64,
+    ) {
         let record = AuditRecord {
             at: now,
             action: action.into(),
@@ -664,7 +698,9 @@ pub(super) fn token_audit(claims: &AccessTokenClaims, now: i64) -> AuditRecord {
 pub(super) fn record_refusal(e: RecordError) -> TokenError {
     match e {
         RecordError::Store(e) => TokenError::Unavailable(e),
-        RecordError::AgentNotActive => TokenError::refused(OAuthCode::InvalidGrant, "agent disabled"),
+        RecordError::AgentNotActive => {
+            TokenError::refused(OAuthCode::InvalidGrant, "agent disabled")
+        }
         RecordError::GrantNotActive => {
             TokenError::refused(OAuthCode::InvalidGrant, "grant revoked or expired")
         }

@@ -80,7 +80,9 @@ impl AccessTokenClaims {
             "iat": self.iat,
             "exp": self.exp,
         });
-        let obj = claims.as_object_mut().expect("json! object literal is an object");
+        let obj = claims
+            .as_object_mut()
+            .expect("json! object literal is an object");
         if let Some(details) = &self.authorization_details {
             obj.insert("authorization_details".into(), details.clone());
         }

@@ -37,9 +37,13 @@ impl Store {
             redemptions: self
                 .sweep_table("redemptions", "closed_hash", "keep_until", now)
                 .await?,
-            oauth: self.sweep_table("auth_codes", "code_hash", "exp", now).await?
+            oauth: self
+                .sweep_table("auth_codes", "code_hash", "exp", now)
+                .await?
                 + self.sweep_table("sessions", "id_hash", "exp", now).await?
-                + self.sweep_table("signin_failures", "username", "exp", now).await?
+                + self
+                    .sweep_table("signin_failures", "username", "exp", now)
+                    .await?
                 + self.sweep_table("token_actors", "jti", "exp", now).await?,
         })
     }

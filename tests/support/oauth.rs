@@ -48,7 +48,10 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -155,7 +158,9 @@ impl Harness {
                 let res = app.clone().oneshot(req).await.unwrap();
                 let status = res.status().as_u16();
                 let headers = res.headers().clone();
-                let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+                let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
                 Resp {
                     status,
                     headers,
@@ -184,14 +189,30 @@ impl Harness {
     }
 
     /// A form POST.
-    pub async fn post_form(&self, path: &str, headers: &[(&str, String)], form: &[(&str, &str)]) -> Resp {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        form: &[(&str, &str)],
+    ) -> Resp {
         let body = serde_urlencoded::to_string(form).unwrap();
-        self.call("POST", path, headers, Some(("application/x-www-form-urlencoded", body)))
-            .await
+        self.call(
+            "POST",
+            path,
+            headers,
+            Some(("application/x-www-form-urlencoded", body)),
+        )
+        .await
     }
 
     /// Registers an agent over the admin API.
-    pub async fn register(&self, name: &str, scopes: &[&str], depth: i64, audiences: &[&str]) -> TestAgent {
+    pub async fn register(
+        &self,
+        name: &str,
+        scopes: &[&str],
+        depth: i64,
+        audiences: &[&str],
+    ) -> TestAgent {
         let key = SigningKey::generate(Some(format!("{name}-key"))).unwrap();
         let body = json!({
             "name": name,
@@ -211,8 +232,13 @@ impl Harness {
 
     pub async fn admin_json(&self, method: &str, path: &str, body: &Value) -> Resp {
         let auth = [("authorization", format!("Bearer {}", self.admin))];
-        self.call(method, path, &auth, Some(("application/json", body.to_string())))
-            .await
+        self.call(
+            method,
+            path,
+            &auth,
+            Some(("application/json", body.to_string())),
+        )
+        .await
     }
 
     /// Creates a user.
@@ -225,7 +251,13 @@ impl Harness {
     }
 
     /// The human signs in and approves: returns the code and the PKCE verifier.
-    pub async fn authorize(&self, agent: &TestAgent, username: &str, scope: &str, extra: &[(&str, &str)]) -> (String, String) {
+    pub async fn authorize(
+        &self,
+        agent: &TestAgent,
+        username: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> (String, String) {
         let verifier = format!("verifier-{}-0123456789abcdefghijklmnopqrstuvwxyz", agent.id);
         let challenge = challenge_s256(&verifier);
         let mut params: Vec<(&str, &str)> = vec![
@@ -239,15 +271,26 @@ impl Harness {
         ];
         params.extend_from_slice(extra);
         let query = serde_urlencoded::to_string(&params).unwrap();
-        let page = self.call("GET", &format!("/oauth2/authorize?{query}"), &[], None).await;
+        let page = self
+            .call("GET", &format!("/oauth2/authorize?{query}"), &[], None)
+            .await;
         assert_eq!(page.status, 200, "{}", page.body);
         let csrf_cookie = cookie(&page, "ap2_csrf");
         let csrf = hidden(&page.body, "csrf");
 
         let mut form = params.clone();
-        form.extend([("action", "signin"), ("csrf", csrf.as_str()), ("username", username), ("password", PASSWORD)]);
+        form.extend([
+            ("action", "signin"),
+            ("csrf", csrf.as_str()),
+            ("username", username),
+            ("password", PASSWORD),
+        ]);
         let consent = self
-            .post_form("/oauth2/authorize", &[("cookie", format!("ap2_csrf={csrf_cookie}"))], &form)
+            .post_form(
+                "/oauth2/authorize",
+                &[("cookie", format!("ap2_csrf={csrf_cookie}"))],
+                &form,
+            )
             .await;
         assert_eq!(consent.status, 200, "{}", consent.body);
         let session = cookie(&consent, "ap2_session");
@@ -256,7 +299,11 @@ impl Harness {
         let mut form = params.clone();
         form.extend([("action", "approve"), ("csrf", csrf.as_str())]);
         let done = self
-            .post_form("/oauth2/authorize", &[("cookie", format!("ap2_session={session}"))], &form)
+            .post_form(
+                "/oauth2/authorize",
+                &[("cookie", format!("ap2_session={session}"))],
+                &form,
+            )
             .await;
         assert_eq!(done.status, 303, "{}", done.body);
         let location = done.header("location").unwrap();
@@ -274,21 +321,38 @@ impl Harness {
     }
 
     /// A token request by `agent`, proving possession of `dpop_key`.
-    pub async fn token_with(&self, agent: &TestAgent, dpop_key: &SigningKey, params: &[(&str, &str)]) -> Resp {
+    pub async fn token_with(
+        &self,
+        agent: &TestAgent,
+        dpop_key: &SigningKey,
+        params: &[(&str, &str)],
+    ) -> Resp {
         let now = self.now();
         let nonce = self.service.dpop_nonce(now);
         let htu = format!("{}/oauth2/token", self.issuer);
         let proof = make_proof(dpop_key, "POST", &htu, now, None, Some(&nonce)).unwrap();
         let assertion = make_assertion(&agent.key, &agent.id, &self.issuer, now).unwrap();
-        let mut form = vec![("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str())];
+        let mut form = vec![
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion.as_str()),
+        ];
         form.extend_from_slice(params);
-        self.post_form("/oauth2/token", &[("dpop", proof)], &form).await
+        self.post_form("/oauth2/token", &[("dpop", proof)], &form)
+            .await
     }
 
     /// Redeems a code: the access token.
     pub async fn redeem(&self, agent: &TestAgent, code: &str, verifier: &str) -> String {
         let res = self
-            .token(agent, &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT), ("code_verifier", verifier)])
+            .token(
+                agent,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", verifier),
+                ],
+            )
             .await;
         assert_eq!(res.status, 200, "{}", res.body);
         res.json()["access_token"].as_str().unwrap().to_owned()
@@ -300,7 +364,13 @@ impl Harness {
     }
 
     /// `holder` exchanges `subject` for `actor` (with an actor token) with extra parameters.
-    pub async fn exchange(&self, holder: &TestAgent, subject: &str, actor: Option<&TestAgent>, extra: &[(&str, &str)]) -> Resp {
+    pub async fn exchange(
+        &self,
+        holder: &TestAgent,
+        subject: &str,
+        actor: Option<&TestAgent>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let actor_token = actor.map(|a| self.actor_token(a));
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
@@ -319,8 +389,13 @@ impl Harness {
     pub async fn whoami(&self, token: &str, key: &SigningKey) -> Resp {
         let htu = format!("{}/v1/whoami", self.issuer);
         let proof = make_proof(key, "GET", &htu, self.now(), Some(token), None).unwrap();
-        self.call("GET", "/v1/whoami", &[("authorization", format!("DPoP {token}")), ("dpop", proof)], None)
-            .await
+        self.call(
+            "GET",
+            "/v1/whoami",
+            &[("authorization", format!("DPoP {token}")), ("dpop", proof)],
+            None,
+        )
+        .await
     }
 
     /// How many tokens the store holds.
@@ -335,9 +410,15 @@ impl Harness {
 pub const REDIRECT: &str = "http://127.0.0.1:9999/callback";
 const ADMIN: &str = "admin-token-for-tests";
 
-fn build(store: Store, issuer: String, external: Vec<ExternalIssuerConfig>) -> (Arc<TokenService>, AppState, Arc<AtomicI64>) {
+fn build(
+    store: Store,
+    issuer: String,
+    external: Vec<ExternalIssuerConfig>,
+) -> (Arc<TokenService>, AppState, Arc<AtomicI64>) {
     let master = Arc::new(MasterKey::from_bytes(&[7u8; 32]).unwrap());
-    let service = Arc::new(TokenService::new(store, master, TokenServiceConfig::new(issuer), external).unwrap());
+    let service = Arc::new(
+        TokenService::new(store, master, TokenServiceConfig::new(issuer), external).unwrap(),
+    );
     let clock = Arc::new(AtomicI64::new(now_secs()));
     let reader = clock.clone();
     let clock_fn: Clock = Arc::new(move || reader.load(Ordering::SeqCst));
@@ -348,7 +429,10 @@ fn build(store: Store, issuer: String, external: Vec<ExternalIssuerConfig>) -> (
 /// The value of a hidden input on a page.
 pub fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} on the page")) + marker.len();
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} on the page"))
+        + marker.len();
     let end = page[start..].find('"').unwrap() + start;
     page[start..end].to_owned()
 }
@@ -359,6 +443,9 @@ pub fn cookie(res: &Resp, name: &str) -> String {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap().to_owned()))
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))
+                .map(|r| r.split(';').next().unwrap().to_owned())
+        })
         .unwrap_or_else(|| panic!("no {name} cookie set"))
 }

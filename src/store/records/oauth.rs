@@ -122,7 +122,10 @@ pub trait OAuthRecords {
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
     /// The standing of the token with this `jti`.
-    fn token_standing(&self, jti: &str) -> impl Future<Output = Result<Standing, StoreError>> + Send;
+    fn token_standing(
+        &self,
+        jti: &str,
+    ) -> impl Future<Output = Result<Standing, StoreError>> + Send;
 }
 
 const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, redirect_uri, \
@@ -209,13 +212,12 @@ impl OAuthRecords for Store {
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id, csrf, exp FROM sessions WHERE id_hash = $1 AND exp > $2",
-        )
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT user_id, csrf, exp FROM sessions WHERE id_hash = $1 AND exp > $2")
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| {
             Ok(Session {
                 user_id: row.try_get("user_id")?,
