@@ -196,3 +196,113 @@ fn audit_verify_passes_on_a_whole_chain_and_names_a_changed_record() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[test]
+fn user_agent_and_keys_commands_manage_the_store() {
+    let dir = std::env::temp_dir().join(format!("ap2-cli-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = ["--data-dir", dir.to_str().unwrap()];
+    let run = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = bin()
+            .args(args)
+            .args(data)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+
+    let out = run(
+        &["user", "add", "alice"],
+        Some("correct horse battery staple\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["user", "add", "bob"], Some("short\n"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password too short"));
+
+    let key = ap2_mandate::jose::SigningKey::generate(Some("k1".into())).unwrap();
+    let jwks = dir.join("agent.jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [key.public().to_value()]}).to_string(),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "agent",
+            "add",
+            "--name",
+            "shopper",
+            "--owner",
+            "ops@example.com",
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--scope",
+            "payments:present",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = agent["id"].as_str().unwrap().to_owned();
+    assert_eq!(agent["jwks"]["keys"][0]["kid"], "k1");
+    // The same key cannot be registered twice.
+    let out = run(
+        &[
+            "agent",
+            "add",
+            "--name",
+            "copy",
+            "--owner",
+            "o",
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--scope",
+            "payments:present",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+
+    let out = run(&["agent", "list"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = run(&["agent", "disable", &id], None);
+    assert!(out.status.success());
+    let out = run(&["agent", "show", &id], None);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "disabled");
+    let out = run(&["user", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"alice\""));
+    assert!(run(&["keys", "rotate"], None).status.success());
+    let out = bin()
+        .args(["audit", "verify", "--database-url"])
+        .arg(format!("sqlite://{}/ap2.db", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,7 @@
 
 mod support;
 
+use ap2_mandate::store::records::IdentityRecords as _;
 use ap2_mandate::store::{AuditLog as _, Store};
 use serde_json::json;
 use support::oauth::Harness;
@@ -115,4 +116,45 @@ async fn the_whole_flow_through_the_router() {
     let (_, store) = support::stores().await.remove(0);
     let h = Harness::oneshot(store).await;
     whole_flow(&h, "oneshot").await;
+}
+
+#[tokio::test]
+async fn rotated_keys_sign_new_tokens_while_old_ones_verify_until_retired() {
+    let (_, store) = support::stores().await.remove(0);
+    let h = Harness::oneshot(store).await;
+    let top = h.register("top", SCOPES, 0, &[]).await;
+    h.user("alice").await;
+    let (code, verifier) = h.authorize(&top, "alice", "payments:present", &[]).await;
+    let old = h.redeem(&top, &code, &verifier).await;
+
+    h.service.rotate_keys(h.now(), 600).await.unwrap();
+    let jwks = h
+        .call("GET", "/.well-known/jwks.json", &[], None)
+        .await
+        .json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(kids.len(), 2, "{jwks}");
+    let (code, verifier) = h.authorize(&top, "alice", "payments:present", &[]).await;
+    let new = h.redeem(&top, &code, &verifier).await;
+    let kid_of = |t: &str| ap2_mandate::danger::insecure_decode_jwt(t).unwrap().0["kid"].clone();
+    assert_ne!(kid_of(&old), kid_of(&new));
+    assert_eq!(h.whoami(&old, &top.key).await.status, 200);
+    assert_eq!(h.whoami(&new, &top.key).await.status, 200);
+
+    // A disabled user's tokens stop too.
+    let claims = h.service.verify_token(&new, h.now(), false).await.unwrap();
+    h.service
+        .store()
+        .set_user_status(
+            &claims.sub,
+            ap2_mandate::store::records::UserStatus::Disabled,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.whoami(&new, &top.key).await.status, 401);
 }

@@ -11,12 +11,13 @@ pub struct AuditArgs {
     /// `sqlite://PATH` or `postgres://…` (default: the embedded store under ./ap2-data).
     #[arg(
         long,
+        global = true,
         env = "AP2_DATABASE_URL",
         default_value = "sqlite://ap2-data/ap2.db?mode=rwc"
     )]
     database_url: String,
     /// PostgreSQL schema, when the store lives in one.
-    #[arg(long, env = "AP2_DATABASE_SCHEMA")]
+    #[arg(long, global = true, env = "AP2_DATABASE_SCHEMA")]
     schema: Option<String>,
     #[command(subcommand)]
     command: AuditCommand,

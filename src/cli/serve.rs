@@ -19,19 +19,19 @@ use serde_json::json;
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Directory for the embedded database, the master key and the admin token.
-    #[arg(long, env = "AP2_DATA_DIR", default_value = "ap2-data")]
+    #[arg(long, global = true, env = "AP2_DATA_DIR", default_value = "ap2-data")]
     data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://…` (default: `ap2.db` in the data directory).
-    #[arg(long, env = "AP2_DATABASE_URL")]
+    #[arg(long, global = true, env = "AP2_DATABASE_URL")]
     database_url: Option<String>,
     /// PostgreSQL schema, when the store lives in one.
-    #[arg(long, env = "AP2_DATABASE_SCHEMA")]
+    #[arg(long, global = true, env = "AP2_DATABASE_SCHEMA")]
     schema: Option<String>,
     /// Our issuer identifier: the public base URL (default `http://` + the bind address).
-    #[arg(long, env = "AP2_ISSUER")]
+    #[arg(long, global = true, env = "AP2_ISSUER")]
     issuer: Option<String>,
     /// A JSON file listing trusted external issuers (`issuer`, `profile`, `audience`, `jwks_file`).
-    #[arg(long, env = "AP2_EXTERNAL_ISSUERS")]
+    #[arg(long, global = true, env = "AP2_EXTERNAL_ISSUERS")]
     external_issuers: Option<PathBuf>,
 }
 

@@ -67,9 +67,10 @@ pub struct Session {
 /// Whether an issued token still holds, read in one statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
-    /// Active, its grant (if any) active, every registered actor of its chain active.
+    /// Active, its grant and local user (if any) active, every registered actor of its chain
+    /// active.
     Active,
-    /// Revoked, its grant revoked, or one of its actors disabled.
+    /// Revoked, its grant revoked, its user or one of its actors disabled.
     Revoked,
     /// Never recorded here.
     Unknown,
@@ -270,6 +271,7 @@ impl OAuthRecords for Store {
         let row = sqlx::query(
             "SELECT t.status AS status, \
                (SELECT g.status FROM grants g WHERE g.id = t.grant_id) AS grant_status, \
+               (SELECT u.status FROM users u WHERE u.id = t.user_id) AS user_status, \
                (SELECT COUNT(*) FROM token_actors ta JOIN agents a ON a.id = ta.agent_id \
                  WHERE ta.jti = t.jti AND a.status <> 'active') AS inactive_actors \
              FROM tokens t WHERE t.jti = $1",
@@ -282,9 +284,12 @@ impl OAuthRecords for Store {
         };
         let status: String = row.try_get("status")?;
         let grant: Option<String> = row.try_get("grant_status")?;
+        let user: Option<String> = row.try_get("user_status")?;
         let inactive: i64 = row.try_get("inactive_actors")?;
+        // No grant or no local user: an external subject, which has neither.
         let grant_ok = grant.as_deref().is_none_or(|g| g == "active");
-        Ok(match status == "active" && grant_ok && inactive == 0 {
+        let user_ok = user.as_deref().is_none_or(|u| u == "active");
+        Ok(match status == "active" && grant_ok && user_ok && inactive == 0 {
             true => Standing::Active,
             false => Standing::Revoked,
         })
