@@ -274,7 +274,7 @@ impl TokenService {
         self.store
             .rotate(&self.master, TOKEN_KEY_PURPOSE, now, overlap)
             .await?;
-        self.refresh_keys(now, true).await
+        self.reload_keys(now).await
     }
 
     async fn refresh_keys(&self, now: i64, force: bool) -> Result<(), TokenError> {
@@ -286,6 +286,10 @@ impl TokenService {
                 return Ok(());
             }
         }
+        self.reload_keys(now).await
+    }
+
+    async fn reload_keys(&self, now: i64) -> Result<(), TokenError> {
         let signer = self
             .store
             .signing_key(&self.master, TOKEN_KEY_PURPOSE, now)

@@ -166,7 +166,7 @@ impl KeyVault for Store {
     ) -> Result<SigningKey, StoreError> {
         let row = sqlx::query(
             "SELECT kid, private_enc FROM keys WHERE purpose = $1 AND (retire_at IS NULL OR retire_at > $2) \
-             ORDER BY created_at DESC, kid DESC LIMIT 1",
+             ORDER BY (retire_at IS NULL) DESC, created_at DESC, kid DESC LIMIT 1",
         )
         .bind(purpose)
         .bind(now)
