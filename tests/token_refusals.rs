@@ -927,6 +927,20 @@ async fn revoked_tokens_grants_and_disabled_agents_cannot_be_exchanged() {
     );
 
     let (h, top, sub, token) = setup().await;
+    let jti = h
+        .service
+        .verify_token(&token, h.now(), false)
+        .await
+        .unwrap()
+        .jti;
+    assert!(h.service.store().revoke_token(&jti).await.unwrap());
+    refused(
+        &h.exchange(&top, &token, Some(&sub), &[]).await,
+        400,
+        "invalid_request",
+    );
+
+    let (h, top, sub, token) = setup().await;
     h.admin_json(
         "POST",
         &format!("/v1/agents/{}/disable", sub.id),
@@ -971,8 +985,12 @@ async fn resource_requests_need_dpop_with_the_bound_key_and_matching_ath() {
             None,
         )
         .await;
-    refused(&res, 400, "invalid_dpop_proof");
-    refused(&h.whoami(&token, &sub.key).await, 400, "invalid_dpop_proof");
+    refused(&res, 401, "invalid_dpop_proof");
+    assert!(res
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_dpop_proof"));
+    refused(&h.whoami(&token, &sub.key).await, 401, "invalid_dpop_proof");
 
     // A token for another audience is not accepted here.
     let res = h
@@ -997,7 +1015,7 @@ async fn resource_requests_need_dpop_with_the_bound_key_and_matching_ath() {
     assert_eq!(h.call("GET", "/v1/whoami", &auth, None).await.status, 200);
     refused(
         &h.call("GET", "/v1/whoami", &auth, None).await,
-        400,
+        401,
         "invalid_dpop_proof",
     );
 

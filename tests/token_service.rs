@@ -47,7 +47,7 @@ async fn whole_flow(h: &Harness, label: &str) {
         "{label}"
     );
     // Bound to the sub-agent's key: the top agent's key cannot use it.
-    assert_eq!(h.whoami(&second, &top.key).await.status, 400, "{label}");
+    assert_eq!(h.whoami(&second, &top.key).await.status, 401, "{label}");
 
     // Hop 2: the sub-agent hands it on to the leaf.
     let res = h.exchange(&sub, &second, Some(&leaf), &[]).await;

@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
 pub struct ApiError {
     error: TokenError,
     nonce: Option<String>,
+    at_resource: bool,
 }
 
 impl ApiError {
@@ -117,11 +118,21 @@ impl ApiError {
         self.nonce = Some(nonce);
         self
     }
+
+    /// Marks a refusal by a protected resource (a bad proof is then a 401 with a challenge).
+    pub fn at_resource(mut self) -> Self {
+        self.at_resource = true;
+        self
+    }
 }
 
 impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
-        ApiError { error, nonce: None }
+        ApiError {
+            error,
+            nonce: None,
+            at_resource: false,
+        }
     }
 }
 
@@ -132,7 +143,10 @@ pub fn refused(code: OAuthCode, rule: &'static str) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let wire = self.error.wire();
+        let wire = match self.at_resource {
+            true => self.error.wire_at_resource(),
+            false => self.error.wire(),
+        };
         log_refusal(&self.error, wire.level);
         let status = StatusCode::from_u16(wire.status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = json!({"error": wire.code.as_str(), "error_description": wire.description});

@@ -194,8 +194,8 @@ pub async fn whoami(
 ) -> Result<Json<Value>, ApiError> {
     let now = state.now();
     let tokens = &state.tokens;
-    let authorization = single_header(&headers, "authorization")?;
-    let proof = single_header(&headers, "dpop")?;
+    let authorization = single_header(&headers, "authorization").map_err(ApiError::at_resource)?;
+    let proof = single_header(&headers, "dpop").map_err(ApiError::at_resource)?;
     let issuer = tokens.config().issuer.clone();
     let claims = tokens
         .authenticate_resource(
@@ -207,7 +207,8 @@ pub async fn whoami(
             None,
             now,
         )
-        .await?;
+        .await
+        .map_err(|e| ApiError::from(e).at_resource())?;
     Ok(Json(json!({
         "sub": claims.sub,
         "client_id": claims.client_id,

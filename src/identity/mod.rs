@@ -132,7 +132,17 @@ impl TokenError {
         TokenError::Refused { code, rule }
     }
 
-    /// The wire code, status, description and log level.
+    /// The wire code, status, description and log level at a protected resource (RFC 9449
+    /// §7.1, RFC 6750 §3.1): a bad DPoP proof there is a 401 with a challenge, as a bad token is.
+    pub fn wire_at_resource(&self) -> Wire {
+        let mut wire = self.wire();
+        if wire.code == OAuthCode::InvalidDpopProof {
+            wire.status = 401;
+        }
+        wire
+    }
+
+    /// The wire code, status, description and log level at the token endpoint and elsewhere.
     pub fn wire(&self) -> Wire {
         let (code, description, level) = match self {
             TokenError::Refused { code, rule } => (*code, *rule, tracing::Level::DEBUG),
