@@ -113,7 +113,8 @@ async fn token_inner(
     let agent = tokens
         .authenticate_client(&client_auth(&form), now)
         .await
-        .map_err(|e| (e.into(), form.get("client_id").map(str::to_owned)))?;
+        // Not yet authenticated: the audit record names no agent rather than a claimed one.
+        .map_err(|e| (e.into(), None))?;
     let with_client = |e: TokenError| (ApiError::from(e), Some(agent.id.clone()));
     let issued = if grant_type == "authorization_code" {
         let request = CodeRedemption {
