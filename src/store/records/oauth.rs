@@ -289,10 +289,12 @@ impl OAuthRecords for Store {
         // No grant or no local user: an external subject, which has neither.
         let grant_ok = grant.as_deref().is_none_or(|g| g == "active");
         let user_ok = user.as_deref().is_none_or(|u| u == "active");
-        Ok(match status == "active" && grant_ok && user_ok && inactive == 0 {
-            true => Standing::Active,
-            false => Standing::Revoked,
-        })
+        Ok(
+            match status == "active" && grant_ok && user_ok && inactive == 0 {
+                true => Standing::Active,
+                false => Standing::Revoked,
+            },
+        )
     }
 }
 
