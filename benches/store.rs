@@ -230,6 +230,7 @@ async fn decide(store: &Store, id: u64, open: &str) {
         nonce: Some(NonceUse {
             value: &nonce,
             aud: AUD,
+            agent: None,
         }),
         redemption: Some(Redemption {
             closed_hash: &closed,

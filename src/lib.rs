@@ -29,3 +29,4 @@ pub mod mandate;
 pub mod money;
 pub mod sdjwt;
 pub mod store;
+pub mod verifier;

@@ -501,6 +501,7 @@ impl Planned {
             nonce: fresh.then_some(NonceUse {
                 value: &self.nonce,
                 aud: AUD,
+                agent: None,
             }),
             redemption: Some(Redemption {
                 closed_hash: &self.closed,

@@ -48,7 +48,11 @@ async fn a_nonce_is_consumed_once_and_only_for_its_audience() {
         let audit = record("payment.verify");
         let decide = |value: &'static str, aud: &'static str| Decision {
             now: NOW,
-            nonce: Some(NonceUse { value, aud }),
+            nonce: Some(NonceUse {
+                value,
+                aud,
+                agent: None,
+            }),
             redemption: None,
             spend: None,
             idempotency: None,
@@ -129,6 +133,7 @@ async fn a_refused_decision_changes_nothing() {
             nonce: Some(NonceUse {
                 value: "n-1",
                 aud: "aud",
+                agent: None,
             }),
             redemption: Some(Redemption {
                 closed_hash: "c2",
@@ -154,6 +159,7 @@ async fn a_refused_decision_changes_nothing() {
             nonce: Some(NonceUse {
                 value: "n-1",
                 aud: "aud",
+                agent: None,
             }),
             redemption: None,
             spend: None,
@@ -693,6 +699,7 @@ async fn sweeping_removes_the_expired_but_never_makes_a_spent_mandate_spendable(
             nonce: Some(NonceUse {
                 value: "n-live",
                 aud: "aud",
+                agent: None,
             }),
             redemption: None,
             spend: None,

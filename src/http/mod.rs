@@ -8,6 +8,7 @@ mod agents;
 mod authorize;
 mod forms;
 mod oauth;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use agents::agent_json;
 
 use crate::identity::{OAuthCode, TokenError, TokenService};
 use crate::jose::{ct_eq, sha256};
+use crate::verifier::VerifierService;
 
 /// Largest request body we read, bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -47,6 +49,8 @@ pub struct AppState {
     admin_hash: [u8; 32],
     /// The clock.
     pub clock: Clock,
+    /// The verifier role, when this instance runs it.
+    pub verifier: Option<Arc<VerifierService>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,7 +66,14 @@ impl AppState {
             tokens,
             admin_hash: sha256(admin_token.as_bytes()),
             clock,
+            verifier: None,
         }
+    }
+
+    /// Runs the verifier role too.
+    pub fn with_verifier(mut self, verifier: Arc<VerifierService>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// Now.
@@ -100,6 +111,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{id}", get(agents::show))
         .route("/v1/agents/{id}/disable", post(agents::disable))
         .route("/v1/whoami", get(oauth::whoami))
+        .route("/v1/challenges", post(verify::challenge))
+        .route(
+            "/v1/checkouts/verify",
+            post(verify::checkout).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
+        )
+        .route(
+            "/v1/payments/verify",
+            post(verify::payment).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -124,6 +124,22 @@ impl<'a> UnverifiedChain<'a> {
         self.segments.len()
     }
 
+    /// The last hop exactly as presented (`jwt~d~…~`): what a receipt's `reference` hashes.
+    pub fn last_segment(&self) -> &'a str {
+        self.segments[self.segments.len() - 1].text
+    }
+
+    /// The first hop exactly as presented: what `payment.reference` names for an open checkout.
+    pub fn first_segment(&self) -> &'a str {
+        self.segments[0].text
+    }
+
+    /// The closing hop's compact JWT, unchecked; `None` for a root alone. Only for choosing
+    /// which issued challenge to verify against ([`crate::danger::insecure_string_claim`]).
+    pub fn closing_jwt(&self) -> Option<&'a str> {
+        (self.segments.len() > 1).then(|| self.segments[self.segments.len() - 1].jwt)
+    }
+
     /// Verifies every hop in order; see the module documentation for the rules.
     ///
     /// `challenge` is `None` only for a chain that is a root alone (a mandate the issuer signed

@@ -19,6 +19,8 @@ pub struct NonceUse<'a> {
     pub value: &'a str,
     /// The audience it was issued for.
     pub aud: &'a str,
+    /// The agent presenting it: a nonce issued to one agent is refused to every other.
+    pub agent: Option<&'a str>,
 }
 
 /// A closed mandate being spent, keyed on its signed payload (never on signature bytes).
@@ -90,6 +92,9 @@ pub enum Refusal {
     /// The nonce has expired.
     #[error("nonce expired")]
     NonceExpired,
+    /// The nonce was issued to another agent.
+    #[error("nonce issued to another agent")]
+    NonceOtherAgent,
     /// The nonce was used already.
     #[error("nonce already used")]
     NonceUsed,
@@ -402,26 +407,34 @@ async fn consume_nonce(
     n: NonceUse<'_>,
     now: i64,
 ) -> Result<Result<(), Refusal>, StoreError> {
-    let used = sqlx::query("UPDATE nonces SET used_at = $3 WHERE value = $1 AND aud = $2 AND used_at IS NULL AND exp > $3")
-        .bind(n.value)
-        .bind(n.aud)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    let used = sqlx::query(
+        "UPDATE nonces SET used_at = $3 WHERE value = $1 AND aud = $2 AND used_at IS NULL \
+         AND exp > $3 AND (agent_id IS NULL OR agent_id = $4)",
+    )
+    .bind(n.value)
+    .bind(n.aud)
+    .bind(now)
+    .bind(n.agent)
+    .execute(&mut **tx)
+    .await?;
     if used.rows_affected() == 1 {
         return Ok(Ok(()));
     }
-    let row = sqlx::query("SELECT exp, used_at FROM nonces WHERE value = $1 AND aud = $2")
-        .bind(n.value)
-        .bind(n.aud)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT exp, used_at, agent_id FROM nonces WHERE value = $1 AND aud = $2")
+            .bind(n.value)
+            .bind(n.aud)
+            .fetch_optional(&mut **tx)
+            .await?;
     let Some(row) = row else {
         return Ok(Err(Refusal::NonceUnknown));
     };
     let used_at: Option<i64> = row.try_get("used_at")?;
+    let bound: Option<String> = row.try_get("agent_id")?;
     Ok(Err(if used_at.is_some() {
         Refusal::NonceUsed
+    } else if bound.is_some_and(|b| Some(b.as_str()) != n.agent) {
+        Refusal::NonceOtherAgent
     } else {
         Refusal::NonceExpired
     }))

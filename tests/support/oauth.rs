@@ -14,6 +14,7 @@ use ap2_mandate::identity::pkce::challenge_s256;
 use ap2_mandate::identity::{TokenService, TokenServiceConfig};
 use ap2_mandate::jose::SigningKey;
 use ap2_mandate::store::{MasterKey, Store};
+use ap2_mandate::verifier::VerifierService;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use serde_json::{json, Value};
@@ -107,9 +108,21 @@ impl Harness {
 
     /// Served on a loopback port and called over HTTP.
     pub async fn loopback(store: Store) -> Harness {
+        Self::loopback_with(store, |_, _| None).await
+    }
+
+    /// Served on a loopback port, with the verifier role `verifier` makes from the issuer URL
+    /// and the token service.
+    pub async fn loopback_with(
+        store: Store,
+        verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
+    ) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let (service, state, clock) = build(store, issuer.clone(), Vec::new());
+        let (service, mut state, clock) = build(store, issuer.clone(), Vec::new());
+        if let Some(v) = verifier(&issuer, service.clone()) {
+            state = state.with_verifier(v);
+        }
         let app = router(state.clone());
         let handle = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

@@ -1,0 +1,985 @@
+//! The checkout verifier end to end over real HTTP on loopback, on SQLite and PostgreSQL: an
+//! agent with its own registered key and a DPoP-bound token for the verifier asks for a
+//! challenge, closes mandates a wallet signed for its human, and presents them; the verifier
+//! approves exactly what the chain, the agent, the human and the state all allow.
+
+mod support;
+
+use std::sync::Arc;
+
+use ap2_mandate::identity::dpop::make_proof;
+use ap2_mandate::identity::token::AccessTokenClaims;
+use ap2_mandate::jose::UnverifiedJws;
+use ap2_mandate::jose::{sha256_b64, sign_compact, HeaderPolicy, KeySet, SigningKey, TypRule};
+use ap2_mandate::mandate::build::{close, issue, join};
+use ap2_mandate::store::records::IdentityRecords as _;
+use ap2_mandate::store::{AuditLog as _, Store};
+use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
+use serde_json::{json, Map, Value};
+use support::oauth::{Harness, Resp, TestAgent};
+
+const SHOP_AUD: &str = "https://shop.example/checkout";
+
+/// A verifier with a trusted wallet (evidence required), a trusted SDK-style issuer (cnf only)
+/// and a trusted merchant.
+struct World {
+    h: Harness,
+    wallet: SigningKey,
+    sdk_root: SigningKey,
+    merchant: SigningKey,
+    aud: String,
+}
+
+/// An agent, its human, and its token for the verifier.
+struct Actor {
+    agent: TestAgent,
+    user: String,
+    token: String,
+    claims: AccessTokenClaims,
+}
+
+async fn world(store: Store) -> World {
+    let wallet = SigningKey::generate(Some("wallet-1".into())).unwrap();
+    let sdk_root = SigningKey::generate(Some("sdk-root-1".into())).unwrap();
+    let merchant = SigningKey::generate(Some("shop-1".into())).unwrap();
+    let keys = (
+        wallet.public().clone(),
+        sdk_root.public().clone(),
+        merchant.public().clone(),
+    );
+    let h = Harness::loopback_with(store, move |issuer, tokens| {
+        let set = |k| {
+            let mut s = KeySet::new();
+            s.insert(k).unwrap();
+            s
+        };
+        let issuers = vec![
+            IssuerProfile {
+                name: "wallet".into(),
+                keys: set(keys.0),
+                evidence: EvidenceRule::Required,
+            },
+            IssuerProfile {
+                name: "sdk".into(),
+                keys: set(keys.1),
+                evidence: EvidenceRule::CnfOnly,
+            },
+        ];
+        let config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
+        Some(Arc::new(VerifierService::new(config, tokens).unwrap()))
+    })
+    .await;
+    let aud = format!("{}/verifier", h.issuer);
+    World {
+        h,
+        wallet,
+        sdk_root,
+        merchant,
+        aud,
+    }
+}
+
+impl World {
+    async fn actor(&self, name: &str, user: &str) -> Actor {
+        let agent = self
+            .h
+            .register(name, &["payments:present"], 0, &[&self.aud])
+            .await;
+        if self.h.service.store().user_by_username(user).await.is_err() {
+            self.h.user(user).await;
+        }
+        self.token_for(agent, user).await
+    }
+
+    async fn token_for(&self, agent: TestAgent, user: &str) -> Actor {
+        let (code, verifier) = self
+            .h
+            .authorize(&agent, user, "payments:present", &[("resource", &self.aud)])
+            .await;
+        let token = self.h.redeem(&agent, &code, &verifier).await;
+        let claims = self
+            .h
+            .service
+            .verify_token(&token, self.h.now(), false)
+            .await
+            .unwrap();
+        Actor {
+            user: claims.sub.clone(),
+            agent,
+            token,
+            claims,
+        }
+    }
+
+    /// The merchant's checkout: one boot at `amount` minor units of `currency`.
+    fn checkout(&self, id: &str, amount: u64, currency: &str) -> String {
+        let body = json!({"id": id, "merchant": merchant(), "status": "ready_for_complete",
+            "line_items": [{"id": "li_1", "item": {"id": "sku_boot", "title": "Boot", "price": amount},
+                "quantity": 1, "totals": [{"type": "total", "amount": amount}]}],
+            "currency": currency, "totals": [{"type": "total", "amount": amount}], "links": []});
+        sign_compact(
+            &self.merchant,
+            Some("JWT"),
+            false,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// Root claims naming the human and the delegation behind a mandate.
+    fn evidence(&self, a: &Actor) -> Map<String, Value> {
+        let mut claims = Map::new();
+        claims.insert("iss".into(), "https://wallet.example".into());
+        claims.insert("sub".into(), a.user.clone().into());
+        claims.insert(
+            "delegation".into(),
+            json!({"agent_id": a.agent.id, "grant_id": a.claims.grant_id}),
+        );
+        claims
+    }
+
+    fn open_checkout(
+        &self,
+        issuer: &SigningKey,
+        claims: Map<String, Value>,
+        agent: &TestAgent,
+    ) -> String {
+        let now = self.h.now();
+        let mandate = json!({"vct": "mandate.checkout.open.1", "constraints": [
+            {"type": "checkout.line_items", "items": [{"id": "r1", "acceptable_items": [{"id": "sku_boot", "title": "Boot"}], "quantity": 1}]},
+            {"type": "checkout.allowed_merchants", "allowed": [merchant()]}],
+            "cnf": {"jwk": agent.key.public().to_value()}, "iat": now - 60, "exp": now + 3600});
+        issue(issuer, "dc+sd-jwt", claims, mandate).unwrap()
+    }
+
+    fn open_payment(
+        &self,
+        issuer: &SigningKey,
+        claims: Map<String, Value>,
+        agent: &TestAgent,
+        open_checkout: &str,
+        extra: Vec<Value>,
+    ) -> String {
+        let now = self.h.now();
+        let mut constraints = vec![
+            json!({"type": "payment.reference", "conditional_transaction_id": sha256_b64(open_checkout.as_bytes())}),
+            json!({"type": "payment.amount_range", "currency": "USD", "min": 1, "max": 50000}),
+            json!({"type": "payment.allowed_payees", "allowed": [merchant()]}),
+        ];
+        constraints.extend(extra);
+        let mandate = json!({"vct": "mandate.payment.open.1", "constraints": constraints,
+            "cnf": {"jwk": agent.key.public().to_value()}, "iat": now - 60, "exp": now + 3600});
+        issue(issuer, "dc+sd-jwt", claims, mandate).unwrap()
+    }
+
+    /// The order's checkout chain, closed for the merchant (not for us).
+    fn order(&self, open_checkout: &str, agent: &TestAgent, jwt: &str) -> String {
+        let closed = json!({"vct": "mandate.checkout.1", "checkout_jwt": jwt,
+            "checkout_hash": sha256_b64(jwt.as_bytes())});
+        let closing = close(
+            &agent.key,
+            open_checkout,
+            closed,
+            SHOP_AUD,
+            "n-order",
+            self.h.now(),
+        )
+        .unwrap();
+        join(&[open_checkout, &closing])
+    }
+
+    /// Closes an open payment mandate for `jwt` under the verifier's challenge `nonce`.
+    fn close_payment(
+        &self,
+        open_payment: &str,
+        key: &SigningKey,
+        jwt: &str,
+        amount: u64,
+        nonce: &str,
+    ) -> String {
+        let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+            "payee": merchant(), "payment_amount": {"amount": amount, "currency": "USD"},
+            "payment_instrument": {"id": "pi_card_1", "type": "card", "description": "Visa ****1111"}});
+        let closing = close(key, open_payment, closed, &self.aud, nonce, self.h.now()).unwrap();
+        join(&[open_payment, &closing])
+    }
+
+    /// `POST /v1/challenges` with the actor's token.
+    async fn challenge(&self, a: &Actor) -> String {
+        let res = self
+            .h
+            .call(
+                "POST",
+                "/v1/challenges",
+                &self.auth(a, &a.agent.key, "/v1/challenges"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        assert_eq!(res.json()["aud"], self.aud.as_str());
+        res.json()["nonce"].as_str().unwrap().to_owned()
+    }
+
+    fn auth(&self, a: &Actor, key: &SigningKey, path: &str) -> Vec<(&'static str, String)> {
+        let htu = format!("{}{path}", self.h.issuer);
+        let proof = make_proof(key, "POST", &htu, self.h.now(), Some(&a.token), None).unwrap();
+        vec![
+            ("authorization", format!("DPoP {}", a.token)),
+            ("dpop", proof),
+        ]
+    }
+
+    async fn post(
+        &self,
+        a: &Actor,
+        path: &str,
+        body: &Value,
+        extra: &[(&'static str, String)],
+    ) -> Resp {
+        let mut headers = self.auth(a, &a.agent.key, path);
+        headers.extend_from_slice(extra);
+        self.h
+            .call(
+                "POST",
+                path,
+                &headers,
+                Some(("application/json", body.to_string())),
+            )
+            .await
+    }
+
+    async fn present(&self, a: &Actor, body: &Value) -> Resp {
+        self.post(a, "/v1/payments/verify", body, &[]).await
+    }
+
+    /// A complete, valid payment presentation by `a` of a fresh order.
+    async fn fresh_payment(
+        &self,
+        a: &Actor,
+        open_checkout: &str,
+        open_payment: &str,
+        id: &str,
+        amount: u64,
+    ) -> Value {
+        let jwt = self.checkout(id, amount, "USD");
+        let nonce = self.challenge(a).await;
+        json!({"payment_mandate": self.close_payment(open_payment, &a.agent.key, &jwt, amount, &nonce),
+            "checkout_jwt": jwt, "checkout_mandate": self.order(open_checkout, &a.agent, &jwt)})
+    }
+}
+
+fn merchant() -> Value {
+    json!({"id": "mer_shop_1", "name": "Example Shop"})
+}
+
+fn decision(res: &Resp) -> (String, String) {
+    assert_eq!(res.status, 200, "{}", res.body);
+    let body = res.json();
+    let status = body["status"].as_str().unwrap().to_owned();
+    let reason = body["reasons"][0].as_str().unwrap_or("").to_owned();
+    (status, reason)
+}
+
+fn refused_with(res: &Resp, code: &str, reason: &str) {
+    let body = res.json();
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(body["status"], "Error", "{}", res.body);
+    assert_eq!(body["error"], code, "{}", res.body);
+    assert_eq!(body["reasons"], json!([reason]), "{}", res.body);
+}
+
+async fn audit_count(w: &World) -> usize {
+    w.h.service.store().tail(10_000).await.unwrap().len()
+}
+
+async fn happy_path_and_refusals(store: Store, label: &str) {
+    let w = world(store).await;
+    let alice = w.actor("shopper", "alice").await;
+    let first_grant = alice.claims.grant_id.clone();
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+    let open_payment = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+
+    // The happy path: Success, a signed receipt that verifies against our JWKS, a payment id.
+    let body = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_1", 12900)
+        .await;
+    let res = w.present(&alice, &body).await;
+    assert_eq!(
+        decision(&res),
+        ("Success".into(), String::new()),
+        "{label}: {}",
+        res.body
+    );
+    let answer = res.json();
+    assert!(answer["payment_id"].as_str().unwrap().starts_with("pay_"));
+    let jwks =
+        w.h.call("GET", "/.well-known/jwks.json", &[], None)
+            .await
+            .json();
+    let receipts = KeySet::from_jwks(&jwks).unwrap();
+    let jws = UnverifiedJws::parse(
+        answer["receipt"].as_str().unwrap(),
+        &HeaderPolicy::trusted_key(TypRule::OneOf(&["JWT"])),
+    )
+    .unwrap();
+    let receipt = receipts.verify(jws).unwrap().into_claims();
+    assert_eq!(receipt["status"], "Success");
+    assert_eq!(receipt["iss"], w.aud.as_str());
+    assert_eq!(receipt["payment_id"], answer["payment_id"]);
+    assert_eq!(receipt["reference"], answer["reference"]);
+    let last_hop = body["payment_mandate"]
+        .as_str()
+        .unwrap()
+        .rsplit("~~")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        answer["reference"],
+        sha256_b64(last_hop.as_bytes()),
+        "{label}: reference is the closing hop as presented"
+    );
+
+    // The same presentation again: the challenge is spent.
+    let again = w.present(&alice, &body).await;
+    refused_with(&again, "invalid_credential", "nonce_used");
+
+    // The same closed mandate under a fresh challenge cannot be built without re-signing; a
+    // re-signed closing hop for the same checkout is a replay of its transaction_id.
+    let nonce = w.challenge(&alice).await;
+    let jwt = body["checkout_jwt"].as_str().unwrap();
+    let replay = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": body["checkout_mandate"]});
+    refused_with(
+        &w.present(&alice, &replay).await,
+        "invalid_mandate",
+        "replayed",
+    );
+
+    // A nonce never issued here.
+    let jwt = w.checkout("chk_2", 12900, "USD");
+    let forged = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, &jwt, 12900, "never-issued"),
+        "checkout_jwt": jwt, "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &forged).await,
+        "invalid_credential",
+        "nonce_unknown",
+    );
+
+    // An expired nonce.
+    let nonce = w.challenge(&alice).await;
+    w.h.advance(301);
+    let alice = w.token_for_again(alice).await;
+    let late = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, &jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &late).await,
+        "invalid_credential",
+        "nonce_expired",
+    );
+
+    // The signed data always wins: the amount must be the checkout total.
+    let body = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_3", 12900)
+        .await;
+    let nonce = w.challenge(&alice).await;
+    let jwt = body["checkout_jwt"].as_str().unwrap();
+    let cheap = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, jwt, 100, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": body["checkout_mandate"]});
+    refused_with(
+        &w.present(&alice, &cheap).await,
+        "invalid_mandate",
+        "amount_mismatch",
+    );
+
+    // Above the mandate's amount range.
+    let big = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_big", 60000)
+        .await;
+    refused_with(
+        &w.present(&alice, &big).await,
+        "invalid_mandate",
+        "amount_out_of_range",
+    );
+
+    // Unsigned fields in the body are refused, not trusted.
+    let mut extra = body.clone();
+    extra["amount"] = json!(1);
+    let res = w.present(&alice, &extra).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (400, "invalid_request"),
+        "{}",
+        res.body
+    );
+
+    // A wrong media type.
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &w.auth(&alice, &alice.agent.key, "/v1/payments/verify"),
+            Some(("text/plain", body.to_string())),
+        )
+        .await;
+    assert_eq!(res.status, 415, "{}", res.body);
+
+    // Without the payment.reference order (the policy requires it), the payment is refused.
+    let mut no_order = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_4", 12900)
+        .await;
+    no_order.as_object_mut().unwrap().remove("checkout_mandate");
+    refused_with(
+        &w.present(&alice, &no_order).await,
+        "invalid_mandate",
+        "payment_reference_mismatch",
+    );
+
+    // A proof for another URL, a replayed proof, a bearer token, no token at all: 401.
+    let fresh = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_5", 12900)
+        .await;
+    let wrong_url = w.auth(&alice, &alice.agent.key, "/v1/checkouts/verify");
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &wrong_url,
+            Some(("application/json", fresh.to_string())),
+        )
+        .await;
+    assert_eq!(res.status, 401, "{}", res.body);
+    assert!(res.header("www-authenticate").unwrap().starts_with("DPoP "));
+    let headers = w.auth(&alice, &alice.agent.key, "/v1/payments/verify");
+    let first =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &headers,
+            Some(("application/json", fresh.to_string())),
+        )
+        .await;
+    assert_eq!(decision(&first).0, "Success", "{}", first.body);
+    let replayed =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &headers,
+            Some(("application/json", fresh.to_string())),
+        )
+        .await;
+    assert_eq!(replayed.status, 401, "{}", replayed.body);
+    let bearer = [("authorization", format!("Bearer {}", alice.token))];
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &bearer,
+            Some(("application/json", fresh.to_string())),
+        )
+        .await;
+    assert_eq!(res.status, 401, "{}", res.body);
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/payments/verify",
+            &[],
+            Some(("application/json", fresh.to_string())),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (401, "invalid_token"),
+        "{}",
+        res.body
+    );
+
+    // Another agent presenting alice's mandate with its own valid token: its key is not the
+    // mandate's, and it is not the agent the mandate names.
+    let mallory = w.actor("mallory", "alice").await;
+    let stolen = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_6", 12900)
+        .await;
+    let nonce = w.challenge(&mallory).await;
+    let jwt = stolen["checkout_jwt"].as_str().unwrap();
+    let as_mallory = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": stolen["checkout_mandate"]});
+    refused_with(
+        &w.present(&mallory, &as_mallory).await,
+        "invalid_credential",
+        "agent_mismatch",
+    );
+
+    // A nonce issued to mallory cannot be answered by alice's agent.
+    let jwt = w.checkout("chk_7", 12900, "USD");
+    let other_nonce = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, &jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &other_nonce).await,
+        "invalid_credential",
+        "nonce_other_agent",
+    );
+
+    // Bob's token for alice's agent cannot spend alice's mandate.
+    let bob_agent = TestAgent {
+        id: alice.agent.id.clone(),
+        key: SigningKey::from_jwk(
+            &serde_json::from_str::<Value>(&alice.agent.key.to_private_jwk().unwrap()).unwrap(),
+        )
+        .unwrap(),
+    };
+    w.h.user("bob").await;
+    let bob = w.token_for(bob_agent, "bob").await;
+    let for_bob = w
+        .fresh_payment(&bob, &open_checkout, &open_payment, "chk_8", 12900)
+        .await;
+    refused_with(
+        &w.present(&bob, &for_bob).await,
+        "invalid_credential",
+        "subject_mismatch",
+    );
+
+    // A root without delegation evidence from the wallet is refused; from the SDK-style issuer
+    // (cnf only by policy) it is accepted.
+    let bare_checkout = w.open_checkout(&w.wallet, Map::new(), &alice.agent);
+    let bare_payment = w.open_payment(&w.wallet, Map::new(), &alice.agent, &bare_checkout, vec![]);
+    let bare = w
+        .fresh_payment(&alice, &bare_checkout, &bare_payment, "chk_9", 12900)
+        .await;
+    refused_with(
+        &w.present(&alice, &bare).await,
+        "invalid_credential",
+        "delegation_evidence_missing",
+    );
+    let sdk_checkout = w.open_checkout(&w.sdk_root, Map::new(), &alice.agent);
+    let sdk_payment = w.open_payment(&w.sdk_root, Map::new(), &alice.agent, &sdk_checkout, vec![]);
+    let sdk = w
+        .fresh_payment(&alice, &sdk_checkout, &sdk_payment, "chk_10", 12900)
+        .await;
+    assert_eq!(decision(&w.present(&alice, &sdk).await).0, "Success");
+
+    // Under cnf-only trust, another agent's token cannot present it: its DPoP key is not the
+    // mandate's cnf key.
+    let nonce = w.challenge(&mallory).await;
+    let jwt = w.checkout("chk_12", 12900, "USD");
+    let sdk_stolen = json!({"payment_mandate": w.close_payment(&sdk_payment, &alice.agent.key, &jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": w.order(&sdk_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&mallory, &sdk_stolen).await,
+        "invalid_credential",
+        "agent_key_mismatch",
+    );
+
+    // A closing hop made for another audience.
+    let nonce = w.challenge(&alice).await;
+    let jwt = w.checkout("chk_13", 12900, "USD");
+    let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+        "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "USD"},
+        "payment_instrument": {"id": "pi_card_1", "type": "card"}});
+    let closing = close(
+        &alice.agent.key,
+        &open_payment,
+        closed,
+        SHOP_AUD,
+        &nonce,
+        w.h.now(),
+    )
+    .unwrap();
+    let elsewhere = json!({"payment_mandate": join(&[&open_payment, &closing]), "checkout_jwt": jwt,
+        "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &elsewhere).await,
+        "invalid_credential",
+        "aud_mismatch",
+    );
+
+    // A checkout signed by a key nobody trusts.
+    let stranger = SigningKey::generate(Some("shop-1".into())).unwrap();
+    let mut untrusted = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_11", 12900)
+        .await;
+    let body = json!({"id": "chk_11", "merchant": merchant(), "currency": "USD", "status": "ready_for_complete",
+        "line_items": [{"id": "li_1", "item": {"id": "sku_boot", "title": "Boot", "price": 12900}, "quantity": 1}],
+        "totals": [{"type": "total", "amount": 12900}], "links": []});
+    untrusted["checkout_jwt"] =
+        sign_compact(&stranger, Some("JWT"), false, body.to_string().as_bytes())
+            .unwrap()
+            .into();
+    refused_with(
+        &w.present(&alice, &untrusted).await,
+        "invalid_mandate",
+        "checkout_jwt_untrusted",
+    );
+
+    // Every decision, accepted or refused, is in the audit chain, and the chain is whole.
+    let records = w.h.service.store().tail(10_000).await.unwrap();
+    let verifies: Vec<_> = records
+        .iter()
+        .filter(|r| r.record.action == "payment.verify")
+        .collect();
+    let accepted = verifies
+        .iter()
+        .filter(|r| r.record.outcome == "success")
+        .count();
+    assert_eq!(accepted, 3, "{label}: the three accepted payments");
+    let first_ok = verifies
+        .iter()
+        .find(|r| r.record.outcome == "success")
+        .unwrap();
+    assert_eq!(
+        first_ok.record.agent_id.as_deref(),
+        Some(alice.agent.id.as_str())
+    );
+    assert_eq!(
+        first_ok.record.user_id.as_deref(),
+        Some(alice.user.as_str())
+    );
+    assert_eq!(first_ok.record.grant_id, first_grant);
+    assert!(first_ok.record.mandate_hash.is_some() && first_ok.record.token_jti.is_some());
+    assert_eq!(first_ok.record.amount.as_deref(), Some("129.00 USD"));
+    assert_eq!(first_ok.record.merchant.as_deref(), Some("mer_shop_1"));
+    assert!(verifies
+        .iter()
+        .any(|r| r.record.reason.as_deref() == Some("replayed")));
+    w.h.service.store().verify().await.unwrap().unwrap();
+    assert!(audit_count(&w).await > 10);
+}
+
+impl World {
+    /// A fresh token for the same agent and user (the clock moved past the old one).
+    async fn token_for_again(&self, a: Actor) -> Actor {
+        let user = self.h.service.store().user(&a.user).await.unwrap().username;
+        self.token_for(a.agent, &user).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_are_verified_and_refused_over_http() {
+    for (label, store) in support::stores().await {
+        happy_path_and_refusals(store, label).await;
+    }
+}
+
+async fn disabled_and_revoked(store: Store, label: &str) {
+    let w = world(store).await;
+    let alice = w.actor("shopper", "alice").await;
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+    let open_payment = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+
+    // A second grant for the same agent and user: revoking the first grant revokes its tokens,
+    // and a mandate issued under it is refused even with a token of the second grant.
+    let again = w
+        .token_for(
+            TestAgent {
+                id: alice.agent.id.clone(),
+                key: clone_key(&alice.agent.key),
+            },
+            "alice",
+        )
+        .await;
+    assert_ne!(again.claims.grant_id, alice.claims.grant_id);
+    let body = w
+        .fresh_payment(&again, &open_checkout, &open_payment, "chk_a", 12900)
+        .await;
+    w.h.service
+        .store()
+        .revoke_grant(alice.claims.grant_id.as_deref().unwrap(), w.h.now())
+        .await
+        .unwrap();
+    refused_with(
+        &w.present(&again, &body).await,
+        "invalid_credential",
+        "grant_not_active",
+    );
+    let res = w.present(&alice, &body).await;
+    assert_eq!(
+        res.status, 401,
+        "{label}: a token of the revoked grant: {}",
+        res.body
+    );
+
+    // Disabling the agent stops every token of it at once.
+    let res =
+        w.h.admin_json(
+            "POST",
+            &format!("/v1/agents/{}/disable", alice.agent.id),
+            &json!({}),
+        )
+        .await;
+    assert!(res.status < 300, "{}", res.body);
+    let body = w.fresh_body_without_challenge(&again, &open_checkout, &open_payment, "chk_b");
+    let res = w.present(&again, &body).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (401, "invalid_token"),
+        "{label}: {}",
+        res.body
+    );
+}
+
+impl World {
+    fn fresh_body_without_challenge(
+        &self,
+        a: &Actor,
+        open_checkout: &str,
+        open_payment: &str,
+        id: &str,
+    ) -> Value {
+        let jwt = self.checkout(id, 12900, "USD");
+        json!({"payment_mandate": self.close_payment(open_payment, &a.agent.key, &jwt, 12900, "n"),
+            "checkout_jwt": jwt, "checkout_mandate": self.order(open_checkout, &a.agent, &jwt)})
+    }
+}
+
+fn clone_key(key: &SigningKey) -> SigningKey {
+    SigningKey::from_jwk(&serde_json::from_str::<Value>(&key.to_private_jwk().unwrap()).unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabled_agents_and_revoked_grants_are_refused() {
+    for (label, store) in support::stores().await {
+        disabled_and_revoked(store, label).await;
+    }
+}
+
+async fn idempotency(store: Store, label: &str) {
+    let w = world(store).await;
+    let alice = w.actor("shopper", "alice").await;
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+    let open_payment = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+    let mut body = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_i", 12900)
+        .await;
+    body["idempotency_key"] = "order-42-attempt".into();
+
+    let first = w.present(&alice, &body).await;
+    assert_eq!(decision(&first).0, "Success", "{label}: {}", first.body);
+    let retry = w.present(&alice, &body).await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(
+        retry.body, first.body,
+        "{label}: an exact retry gets the first answer byte for byte"
+    );
+    let header_retry = w
+        .post(
+            &alice,
+            "/v1/payments/verify",
+            &body,
+            &[("idempotency-key", "order-42-attempt".into())],
+        )
+        .await;
+    assert_eq!(header_retry.body, first.body);
+
+    let mut changed = body.clone();
+    changed["checkout_mandate"] = Value::Null;
+    changed.as_object_mut().unwrap().remove("checkout_mandate");
+    let res = w.present(&alice, &changed).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (422, "idempotency_key_reused"),
+        "{}",
+        res.body
+    );
+
+    let res = w
+        .post(
+            &alice,
+            "/v1/payments/verify",
+            &body,
+            &[("idempotency-key", "another".into())],
+        )
+        .await;
+    assert_eq!(res.status, 400, "{}", res.body);
+
+    // A refusal is kept under its key too.
+    let mut refused = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_j", 60000)
+        .await;
+    refused["idempotency_key"] = "order-43".into();
+    let first = w.present(&alice, &refused).await;
+    refused_with(&first, "invalid_mandate", "amount_out_of_range");
+    assert_eq!(w.present(&alice, &refused).await.body, first.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_retries_return_the_first_answer() {
+    for (label, store) in support::stores().await {
+        idempotency(store, label).await;
+    }
+}
+
+async fn races(store: Store, label: &str) {
+    let w = Arc::new(world(store).await);
+    let alice = Arc::new(w.actor("shopper", "alice").await);
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+
+    // 50 parallel presentations of one mandate: exactly one Success.
+    let open_payment = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+    let body = Arc::new(
+        w.fresh_payment(&alice, &open_checkout, &open_payment, "chk_r", 12900)
+            .await,
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (w, alice, body) = (w.clone(), alice.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            decision(&w.present(&alice, &body).await)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let wins = outcomes.iter().filter(|(s, _)| s == "Success").count();
+    assert_eq!(wins, 1, "{label}: {outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|(s, r)| s == "Success" || r == "nonce_used" || r == "replayed"));
+
+    // A budget of 100.00 and ten parallel distinct payments of 15.00: exactly six.
+    let budget = vec![json!({"type": "payment.budget", "max": 100, "currency": "USD"})];
+    let open_payment = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        budget,
+    );
+    let mut bodies = Vec::new();
+    for i in 0..10 {
+        bodies.push(
+            w.fresh_payment(
+                &alice,
+                &open_checkout,
+                &open_payment,
+                &format!("chk_b{i}"),
+                1500,
+            )
+            .await,
+        );
+    }
+    let mut tasks = Vec::new();
+    for body in bodies {
+        let (w, alice) = (w.clone(), alice.clone());
+        tasks.push(tokio::spawn(async move {
+            decision(&w.present(&alice, &body).await)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let wins = outcomes.iter().filter(|(s, _)| s == "Success").count();
+    assert_eq!(wins, 6, "{label}: {outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|(s, r)| s == "Success" || r == "budget_exceeded"));
+    let usage =
+        ap2_mandate::store::DecisionLedger::usage(w.h.service.store(), &ledger_id(&open_payment))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((usage.total_minor, usage.uses), (9000, 6), "{label}");
+}
+
+/// The ledger id of an open payment mandate: SHA-256 of its root's signed bytes.
+fn ledger_id(open_payment: &str) -> String {
+    let jwt = open_payment.split('~').next().unwrap();
+    let signing_input = jwt.rsplit_once('.').unwrap().0;
+    sha256_b64(signing_input.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_presentations_spend_once_and_budgets_hold() {
+    for (label, store) in support::stores().await {
+        races(store, label).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_mandates_are_verified_for_the_merchant() {
+    for (label, store) in support::stores().await {
+        let w = world(store).await;
+        let alice = w.actor("shopper", "alice").await;
+        let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+        let jwt = w.checkout("chk_c", 12900, "USD");
+        let nonce = w.challenge(&alice).await;
+        let closed = json!({"vct": "mandate.checkout.1", "checkout_jwt": jwt,
+            "checkout_hash": sha256_b64(jwt.as_bytes())});
+        let closing = close(
+            &alice.agent.key,
+            &open_checkout,
+            closed,
+            &w.aud,
+            &nonce,
+            w.h.now(),
+        )
+        .unwrap();
+        let body =
+            json!({"checkout_mandate": join(&[&open_checkout, &closing]), "checkout_jwt": jwt});
+        let res = w.post(&alice, "/v1/checkouts/verify", &body, &[]).await;
+        assert_eq!(
+            decision(&res),
+            ("Success".into(), String::new()),
+            "{label}: {}",
+            res.body
+        );
+        assert!(res.json()["order_id"].as_str().unwrap().starts_with("ord_"));
+        let again = w.post(&alice, "/v1/checkouts/verify", &body, &[]).await;
+        refused_with(&again, "invalid_credential", "nonce_used");
+
+        // Two boots where the mandate allows one: the line items do not match.
+        let lines = json!({"id": "chk_d", "merchant": merchant(), "status": "ready_for_complete",
+            "line_items": [{"id": "li_1", "item": {"id": "sku_boot", "title": "Boot", "price": 12900},
+                "quantity": 2, "totals": [{"type": "total", "amount": 25800}]}],
+            "currency": "USD", "totals": [{"type": "total", "amount": 25800}], "links": []});
+        let two = sign_compact(
+            &w.merchant,
+            Some("JWT"),
+            false,
+            lines.to_string().as_bytes(),
+        )
+        .unwrap();
+        let nonce = w.challenge(&alice).await;
+        let closed = json!({"vct": "mandate.checkout.1", "checkout_jwt": two,
+            "checkout_hash": sha256_b64(two.as_bytes())});
+        let closing = close(
+            &alice.agent.key,
+            &open_checkout,
+            closed,
+            &w.aud,
+            &nonce,
+            w.h.now(),
+        )
+        .unwrap();
+        let body =
+            json!({"checkout_mandate": join(&[&open_checkout, &closing]), "checkout_jwt": two});
+        let res = w.post(&alice, "/v1/checkouts/verify", &body, &[]).await;
+        refused_with(&res, "invalid_mandate", "line_items_not_matched");
+    }
+}
