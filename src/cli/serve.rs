@@ -10,8 +10,11 @@ use ap2_mandate::identity::admin::AgentRegistration;
 use ap2_mandate::identity::external::ExternalIssuerConfig;
 use ap2_mandate::identity::password::Password;
 use ap2_mandate::identity::{TokenService, TokenServiceConfig};
+use ap2_mandate::jose::KeySet;
+use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::{FederatedCredential, IdentityRecords as _, UserStatus};
 use ap2_mandate::store::{MasterKey, Store, StoreConfig};
+use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -51,6 +54,48 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "AP2_LOG", default_value = "info")]
     log: tracing::Level,
+    #[command(flatten)]
+    verifier: VerifierArgs,
+}
+
+/// The verifier role: it runs when at least one mandate issuer and one merchant are trusted.
+#[derive(Debug, Args)]
+pub struct VerifierArgs {
+    /// A JWKS file of a wallet whose mandates must carry delegation evidence (repeatable).
+    #[arg(
+        long = "trust-issuer",
+        env = "AP2_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    trust_issuers: Vec<PathBuf>,
+    /// A JWKS file of an issuer whose mandates carry no delegation evidence (as Google's
+    /// reference SDK makes them); they bind the agent by `cnf` alone (repeatable).
+    #[arg(
+        long = "trust-issuer-cnf-only",
+        env = "AP2_TRUST_ISSUERS_CNF_ONLY",
+        value_delimiter = ','
+    )]
+    trust_issuers_cnf_only: Vec<PathBuf>,
+    /// A JWKS file of merchant keys that sign checkout JWTs (repeatable).
+    #[arg(
+        long = "trust-merchant",
+        env = "AP2_TRUST_MERCHANTS",
+        value_delimiter = ','
+    )]
+    trust_merchants: Vec<PathBuf>,
+    /// The verifier's audience (default: the issuer URL + `/verifier`).
+    #[arg(long, env = "AP2_VERIFIER_AUDIENCE")]
+    verifier_audience: Option<String>,
+    /// Accept only these currencies (ISO 4217 codes; repeatable).
+    #[arg(
+        long = "allowed-currency",
+        env = "AP2_ALLOWED_CURRENCIES",
+        value_delimiter = ','
+    )]
+    allowed_currencies: Vec<String>,
+    /// The largest single payment, as `AMOUNT CODE` (for example `500.00 USD`; repeatable).
+    #[arg(long = "max-payment", env = "AP2_MAX_PAYMENTS", value_delimiter = ',')]
+    max_payments: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +195,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin = load_or_create_admin_token(&admin_file)
             .with_context(|| format!("admin token file {}", admin_file.display()))?;
         let sweeper = service.store().spawn_sweeper(std::time::Duration::from_secs(60));
-        let state = AppState::new(Arc::new(service), &admin, system_clock());
+        let service = Arc::new(service);
+        let mut state = AppState::new(service.clone(), &admin, system_clock());
+        match verifier_service(&args.verifier, service.config().issuer.as_str(), service.clone())? {
+            Some(verifier) => {
+                tracing::info!(audience = %verifier.config().audience, "verifier role on");
+                state = state.with_verifier(Arc::new(verifier));
+            }
+            None => tracing::info!("verifier role off: no trusted mandate issuer and merchant"),
+        }
         let listener = tokio::net::TcpListener::bind(&args.bind)
             .await
             .with_context(|| format!("cannot listen on {}", args.bind))?;
@@ -330,6 +383,81 @@ async fn open_service(
         None => Vec::new(),
     };
     TokenService::new(store, Arc::new(master), config, external).map_err(|e| anyhow!(e))
+}
+
+/// The verifier role from its options, or `None` when nothing is trusted.
+fn verifier_service(
+    args: &VerifierArgs,
+    issuer: &str,
+    tokens: Arc<TokenService>,
+) -> anyhow::Result<Option<VerifierService>> {
+    let issuers_given = !(args.trust_issuers.is_empty() && args.trust_issuers_cnf_only.is_empty());
+    if !issuers_given && args.trust_merchants.is_empty() {
+        return Ok(None);
+    }
+    if !issuers_given || args.trust_merchants.is_empty() {
+        return Err(anyhow!(
+            "the verifier needs both --trust-issuer (or --trust-issuer-cnf-only) and --trust-merchant"
+        ));
+    }
+    let mut issuers = Vec::new();
+    for (paths, evidence) in [
+        (&args.trust_issuers, EvidenceRule::Required),
+        (&args.trust_issuers_cnf_only, EvidenceRule::CnfOnly),
+    ] {
+        for path in paths {
+            issuers.push(IssuerProfile {
+                name: path.display().to_string(),
+                keys: read_jwks(path)?,
+                evidence,
+            });
+        }
+    }
+    let mut merchants = KeySet::new();
+    for path in &args.trust_merchants {
+        for key in read_jwks(path)?.keys() {
+            merchants
+                .insert(key.clone())
+                .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
+        }
+    }
+    let audience = args
+        .verifier_audience
+        .clone()
+        .unwrap_or_else(|| format!("{issuer}/verifier"));
+    let mut config = VerifierConfig::new(audience, issuers, merchants);
+    if !args.allowed_currencies.is_empty() {
+        let currencies = args
+            .allowed_currencies
+            .iter()
+            .map(|c| {
+                Currency::from_code(c)
+                    .map_err(|_| anyhow!("--allowed-currency `{c}` is not an ISO 4217 code"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        config.allowed_currencies = Some(currencies);
+    }
+    for cap in &args.max_payments {
+        let parsed = cap
+            .split_once(' ')
+            .and_then(|(amount, code)| {
+                let currency = Currency::from_code(code).ok()?;
+                Amount::parse_major(amount, currency).ok()
+            })
+            .ok_or_else(|| anyhow!("--max-payment `{cap}` must read like `500.00 USD`"))?;
+        config.max_payment.push(parsed);
+    }
+    VerifierService::new(config, tokens)
+        .map(Some)
+        .map_err(|e| anyhow!("verifier configuration: {e}"))
+}
+
+fn read_jwks(path: &std::path::Path) -> anyhow::Result<KeySet> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read JWKS file {}", path.display()))?;
+    let value = ap2_mandate::json::parse(text.as_bytes(), 1 << 20)
+        .map_err(|e| anyhow!("{} is not strict JSON: {e}", path.display()))?;
+    KeySet::from_jwks(&value).map_err(|e| anyhow!("{} is not a P-256 JWKS: {e}", path.display()))
 }
 
 fn now() -> i64 {

@@ -10,6 +10,7 @@ use ap2_mandate::store::{Store, StoreConfig};
 pub mod oauth;
 pub mod records;
 pub mod vectors;
+pub mod verifier;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

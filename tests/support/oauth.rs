@@ -106,6 +106,28 @@ impl Harness {
         }
     }
 
+    /// The router driven in-process as if served at `issuer` (for instances that share the
+    /// store and the master key), with the verifier role `verifier` makes.
+    pub async fn oneshot_at(
+        store: Store,
+        issuer: &str,
+        verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
+    ) -> Harness {
+        let (service, mut state, clock) = build(store, issuer.into(), Vec::new());
+        if let Some(v) = verifier(issuer, service.clone()) {
+            state = state.with_verifier(v);
+        }
+        let transport = Transport::Oneshot(router(state.clone()));
+        Harness {
+            service,
+            state,
+            clock,
+            admin: ADMIN.into(),
+            issuer: issuer.into(),
+            transport,
+        }
+    }
+
     /// Served on a loopback port and called over HTTP.
     pub async fn loopback(store: Store) -> Harness {
         Self::loopback_with(store, |_, _| None).await
@@ -423,12 +445,15 @@ impl Harness {
 pub const REDIRECT: &str = "http://127.0.0.1:9999/callback";
 const ADMIN: &str = "admin-token-for-tests";
 
+/// The master key every test instance seals its signing keys with.
+pub const MASTER_KEY: [u8; 32] = [7u8; 32];
+
 fn build(
     store: Store,
     issuer: String,
     external: Vec<ExternalIssuerConfig>,
 ) -> (Arc<TokenService>, AppState, Arc<AtomicI64>) {
-    let master = Arc::new(MasterKey::from_bytes(&[7u8; 32]).unwrap());
+    let master = Arc::new(MasterKey::from_bytes(&MASTER_KEY).unwrap());
     let service = Arc::new(
         TokenService::new(store, master, TokenServiceConfig::new(issuer), external).unwrap(),
     );

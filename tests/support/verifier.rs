@@ -1,0 +1,305 @@
+//! A verifier under test: a trusted wallet (delegation evidence required), a trusted SDK-style
+//! issuer (cnf only), a trusted merchant, and agents with their own keys and DPoP-bound tokens
+//! for the verifier, which close mandates and present them.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use ap2_mandate::identity::dpop::make_proof;
+use ap2_mandate::identity::token::AccessTokenClaims;
+use ap2_mandate::jose::{sha256_b64, sign_compact, KeySet, SigningKey};
+use ap2_mandate::mandate::build::{close, issue, join};
+use ap2_mandate::store::records::IdentityRecords as _;
+use ap2_mandate::store::Store;
+use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
+use serde_json::{json, Map, Value};
+
+use super::oauth::{Harness, Resp, TestAgent};
+
+pub const SHOP_AUD: &str = "https://shop.example/checkout";
+
+/// A verifier with a trusted wallet (evidence required), a trusted SDK-style issuer (cnf only)
+/// and a trusted merchant.
+pub struct World {
+    pub h: Harness,
+    pub wallet: SigningKey,
+    pub sdk_root: SigningKey,
+    pub merchant: SigningKey,
+    pub aud: String,
+}
+
+/// An agent, its human, and its token for the verifier.
+pub struct Actor {
+    pub agent: TestAgent,
+    pub user: String,
+    pub token: String,
+    pub claims: AccessTokenClaims,
+}
+
+pub async fn world(store: Store) -> World {
+    world_at(store, None).await
+}
+
+/// A world served on loopback (`issuer` `None`) or driven in-process as if served at `issuer`
+/// (for serve processes that share the store and the master key).
+pub async fn world_at(store: Store, issuer: Option<&str>) -> World {
+    let wallet = SigningKey::generate(Some("wallet-1".into())).unwrap();
+    let sdk_root = SigningKey::generate(Some("sdk-root-1".into())).unwrap();
+    let merchant = SigningKey::generate(Some("shop-1".into())).unwrap();
+    let keys = (
+        wallet.public().clone(),
+        sdk_root.public().clone(),
+        merchant.public().clone(),
+    );
+    let make = move |issuer: &str, tokens| {
+        let set = |k| {
+            let mut s = KeySet::new();
+            s.insert(k).unwrap();
+            s
+        };
+        let issuers = vec![
+            IssuerProfile {
+                name: "wallet".into(),
+                keys: set(keys.0),
+                evidence: EvidenceRule::Required,
+            },
+            IssuerProfile {
+                name: "sdk".into(),
+                keys: set(keys.1),
+                evidence: EvidenceRule::CnfOnly,
+            },
+        ];
+        let config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
+        Some(Arc::new(VerifierService::new(config, tokens).unwrap()))
+    };
+    let h = match issuer {
+        None => Harness::loopback_with(store, make).await,
+        Some(issuer) => Harness::oneshot_at(store, issuer, make).await,
+    };
+    let aud = format!("{}/verifier", h.issuer);
+    World {
+        h,
+        wallet,
+        sdk_root,
+        merchant,
+        aud,
+    }
+}
+
+impl World {
+    pub async fn actor(&self, name: &str, user: &str) -> Actor {
+        let agent = self
+            .h
+            .register(name, &["payments:present"], 0, &[&self.aud])
+            .await;
+        if self.h.service.store().user_by_username(user).await.is_err() {
+            self.h.user(user).await;
+        }
+        self.token_for(agent, user).await
+    }
+
+    pub async fn token_for(&self, agent: TestAgent, user: &str) -> Actor {
+        let (code, verifier) = self
+            .h
+            .authorize(&agent, user, "payments:present", &[("resource", &self.aud)])
+            .await;
+        let token = self.h.redeem(&agent, &code, &verifier).await;
+        let claims = self
+            .h
+            .service
+            .verify_token(&token, self.h.now(), false)
+            .await
+            .unwrap();
+        Actor {
+            user: claims.sub.clone(),
+            agent,
+            token,
+            claims,
+        }
+    }
+
+    /// The merchant's checkout: one boot at `amount` minor units of `currency`.
+    pub fn checkout(&self, id: &str, amount: u64, currency: &str) -> String {
+        let body = json!({"id": id, "merchant": merchant(), "status": "ready_for_complete",
+            "line_items": [{"id": "li_1", "item": {"id": "sku_boot", "title": "Boot", "price": amount},
+                "quantity": 1, "totals": [{"type": "total", "amount": amount}]}],
+            "currency": currency, "totals": [{"type": "total", "amount": amount}], "links": []});
+        sign_compact(
+            &self.merchant,
+            Some("JWT"),
+            false,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// Root claims naming the human and the delegation behind a mandate.
+    pub fn evidence(&self, a: &Actor) -> Map<String, Value> {
+        let mut claims = Map::new();
+        claims.insert("iss".into(), "https://wallet.example".into());
+        claims.insert("sub".into(), a.user.clone().into());
+        claims.insert(
+            "delegation".into(),
+            json!({"agent_id": a.agent.id, "grant_id": a.claims.grant_id}),
+        );
+        claims
+    }
+
+    pub fn open_checkout(
+        &self,
+        issuer: &SigningKey,
+        claims: Map<String, Value>,
+        agent: &TestAgent,
+    ) -> String {
+        let now = self.h.now();
+        let mandate = json!({"vct": "mandate.checkout.open.1", "constraints": [
+            {"type": "checkout.line_items", "items": [{"id": "r1", "acceptable_items": [{"id": "sku_boot", "title": "Boot"}], "quantity": 1}]},
+            {"type": "checkout.allowed_merchants", "allowed": [merchant()]}],
+            "cnf": {"jwk": agent.key.public().to_value()}, "iat": now - 60, "exp": now + 3600});
+        issue(issuer, "dc+sd-jwt", claims, mandate).unwrap()
+    }
+
+    pub fn open_payment(
+        &self,
+        issuer: &SigningKey,
+        claims: Map<String, Value>,
+        agent: &TestAgent,
+        open_checkout: &str,
+        extra: Vec<Value>,
+    ) -> String {
+        let now = self.h.now();
+        let mut constraints = vec![
+            json!({"type": "payment.reference", "conditional_transaction_id": sha256_b64(open_checkout.as_bytes())}),
+            json!({"type": "payment.amount_range", "currency": "USD", "min": 1, "max": 50000}),
+            json!({"type": "payment.allowed_payees", "allowed": [merchant()]}),
+        ];
+        constraints.extend(extra);
+        let mandate = json!({"vct": "mandate.payment.open.1", "constraints": constraints,
+            "cnf": {"jwk": agent.key.public().to_value()}, "iat": now - 60, "exp": now + 3600});
+        issue(issuer, "dc+sd-jwt", claims, mandate).unwrap()
+    }
+
+    /// The order's checkout chain, closed for the merchant (not for us).
+    pub fn order(&self, open_checkout: &str, agent: &TestAgent, jwt: &str) -> String {
+        let closed = json!({"vct": "mandate.checkout.1", "checkout_jwt": jwt,
+            "checkout_hash": sha256_b64(jwt.as_bytes())});
+        let closing = close(
+            &agent.key,
+            open_checkout,
+            closed,
+            SHOP_AUD,
+            "n-order",
+            self.h.now(),
+        )
+        .unwrap();
+        join(&[open_checkout, &closing])
+    }
+
+    /// Closes an open payment mandate for `jwt` under the verifier's challenge `nonce`.
+    pub fn close_payment(
+        &self,
+        open_payment: &str,
+        key: &SigningKey,
+        jwt: &str,
+        amount: u64,
+        nonce: &str,
+    ) -> String {
+        let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+            "payee": merchant(), "payment_amount": {"amount": amount, "currency": "USD"},
+            "payment_instrument": {"id": "pi_card_1", "type": "card", "description": "Visa ****1111"}});
+        let closing = close(key, open_payment, closed, &self.aud, nonce, self.h.now()).unwrap();
+        join(&[open_payment, &closing])
+    }
+
+    /// `POST /v1/challenges` with the actor's token.
+    pub async fn challenge(&self, a: &Actor) -> String {
+        let res = self
+            .h
+            .call(
+                "POST",
+                "/v1/challenges",
+                &self.auth(a, &a.agent.key, "/v1/challenges"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        assert_eq!(res.json()["aud"], self.aud.as_str());
+        res.json()["nonce"].as_str().unwrap().to_owned()
+    }
+
+    pub fn auth(&self, a: &Actor, key: &SigningKey, path: &str) -> Vec<(&'static str, String)> {
+        let htu = format!("{}{path}", self.h.issuer);
+        let proof = make_proof(key, "POST", &htu, self.h.now(), Some(&a.token), None).unwrap();
+        vec![
+            ("authorization", format!("DPoP {}", a.token)),
+            ("dpop", proof),
+        ]
+    }
+
+    pub async fn post(
+        &self,
+        a: &Actor,
+        path: &str,
+        body: &Value,
+        extra: &[(&'static str, String)],
+    ) -> Resp {
+        let mut headers = self.auth(a, &a.agent.key, path);
+        headers.extend_from_slice(extra);
+        self.h
+            .call(
+                "POST",
+                path,
+                &headers,
+                Some(("application/json", body.to_string())),
+            )
+            .await
+    }
+
+    pub async fn present(&self, a: &Actor, body: &Value) -> Resp {
+        self.post(a, "/v1/payments/verify", body, &[]).await
+    }
+
+    /// A complete, valid payment presentation by `a` of a fresh order.
+    pub async fn fresh_payment(
+        &self,
+        a: &Actor,
+        open_checkout: &str,
+        open_payment: &str,
+        id: &str,
+        amount: u64,
+    ) -> Value {
+        let jwt = self.checkout(id, amount, "USD");
+        let nonce = self.challenge(a).await;
+        json!({"payment_mandate": self.close_payment(open_payment, &a.agent.key, &jwt, amount, &nonce),
+            "checkout_jwt": jwt, "checkout_mandate": self.order(open_checkout, &a.agent, &jwt)})
+    }
+}
+
+pub fn merchant() -> Value {
+    json!({"id": "mer_shop_1", "name": "Example Shop"})
+}
+
+impl World {
+    /// Writes the wallet's, the SDK issuer's and the merchant's public JWKS files into `dir`.
+    pub fn write_jwks(&self, dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+        let write = |name: &str, key: &SigningKey| {
+            let path = dir.join(name);
+            let doc = json!({"keys": [key.public().to_value()]});
+            std::fs::write(&path, doc.to_string()).unwrap();
+            path
+        };
+        [
+            write("wallet.jwks.json", &self.wallet),
+            write("sdk.jwks.json", &self.sdk_root),
+            write("merchant.jwks.json", &self.merchant),
+        ]
+    }
+}
+
+/// The ledger id of an open payment mandate: SHA-256 of its root's signed bytes.
+pub fn ledger_id(open_payment: &str) -> String {
+    let jwt = open_payment.split('~').next().unwrap();
+    let signing_input = jwt.rsplit_once('.').unwrap().0;
+    sha256_b64(signing_input.as_bytes())
+}
