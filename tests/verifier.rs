@@ -394,6 +394,28 @@ async fn happy_path_and_refusals(store: Store, label: &str) {
         .any(|r| r.record.reason.as_deref() == Some("replayed")));
     w.h.service.store().verify().await.unwrap().unwrap();
     assert!(audit_count(&w).await > 10);
+
+    // The same decisions in the metrics, by outcome and reason, with latency histograms.
+    let metrics = w.h.call("GET", "/metrics", &[], None).await;
+    assert_eq!(metrics.status, 200);
+    let value = |needle: &str| -> u64 {
+        metrics
+            .body
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(
+        value("ap2_decisions_total{action=\"payment.verify\",outcome=\"success\",reason=\"\"}"),
+        3
+    );
+    assert_eq!(value("ap2_decisions_total{action=\"payment.verify\",outcome=\"refused\",reason=\"replayed\"}"), 1);
+    assert!(value("ap2_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/payments/verify\",status=\"200\"}") >= 10);
+    assert!(
+        !metrics.body.contains(&alice.agent.id),
+        "no ids in metric labels"
+    );
 }
 
 impl World {
@@ -720,4 +742,74 @@ async fn checkout_mandates_are_verified_for_the_merchant() {
         let res = w.post(&alice, "/v1/checkouts/verify", &body, &[]).await;
         refused_with(&res, "invalid_mandate", "line_items_not_matched");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_over_their_rate_are_told_when_to_come_back() {
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
+        &support::sqlite_path(),
+    ))
+    .await
+    .unwrap();
+    let limits = ap2_mandate::http::guard::LimitsConfig {
+        agent_rate: 0.5,
+        agent_burst: 2.0,
+        ..Default::default()
+    };
+    let w = support::verifier::world_limited(store, limits).await;
+    let alice = w.actor("shopper", "alice").await;
+    w.challenge(&alice).await;
+    w.challenge(&alice).await;
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/challenges",
+            &w.auth(&alice, &alice.agent.key, "/v1/challenges"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (429, "rate_limited"),
+        "{}",
+        res.body
+    );
+    let wait: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+
+    // Another agent is not held back by alice's.
+    let bob = w.actor("other", "bob").await;
+    w.challenge(&bob).await;
+
+    // Every answer carries a request id; a well-formed one from the caller is kept.
+    let res =
+        w.h.call(
+            "GET",
+            "/healthz",
+            &[("x-request-id", "trace-42".into())],
+            None,
+        )
+        .await;
+    assert_eq!(res.header("x-request-id").as_deref(), Some("trace-42"));
+    let res =
+        w.h.call(
+            "GET",
+            "/healthz",
+            &[("x-request-id", "bad id;<script>".into())],
+            None,
+        )
+        .await;
+    let fresh = res.header("x-request-id").unwrap();
+    assert!(fresh != "bad id" && !fresh.is_empty());
+
+    // Oversized headers are refused before anything else.
+    let res =
+        w.h.call(
+            "GET",
+            "/healthz",
+            &[("x-padding", "a".repeat(20_000))],
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 431);
 }

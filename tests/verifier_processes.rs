@@ -61,7 +61,14 @@ async fn serve(data_dir: &Path, url: &str, schema: Option<&str>, jwks: &[PathBuf
     .arg(&jwks[1])
     .arg("--trust-merchant")
     .arg(&jwks[2])
-    .args(["--log", "error"])
+    .args([
+        "--log",
+        "error",
+        "--agent-rate",
+        "100000",
+        "--agent-burst",
+        "100000",
+    ])
     .env("AP2_MASTER_KEY", b64::encode(MASTER_KEY))
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
+use ap2_mandate::http::guard::LimitsConfig;
 use ap2_mandate::http::{load_or_create_admin_token, router, system_clock, AppState};
 use ap2_mandate::identity::admin::AgentRegistration;
 use ap2_mandate::identity::external::ExternalIssuerConfig;
@@ -54,6 +55,18 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "AP2_LOG", default_value = "info")]
     log: tracing::Level,
+    /// Most requests in flight at once; more are refused with 503 and Retry-After.
+    #[arg(long, env = "AP2_MAX_IN_FLIGHT", default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Longest a request may take, seconds.
+    #[arg(long, env = "AP2_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+    /// Sustained challenges and presentations per agent per second (429 beyond).
+    #[arg(long, env = "AP2_AGENT_RATE", default_value_t = 50.0)]
+    agent_rate: f64,
+    /// Burst of challenges and presentations per agent above the sustained rate.
+    #[arg(long, env = "AP2_AGENT_BURST", default_value_t = 100.0)]
+    agent_burst: f64,
     #[command(flatten)]
     verifier: VerifierArgs,
 }
@@ -196,7 +209,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("admin token file {}", admin_file.display()))?;
         let sweeper = service.store().spawn_sweeper(std::time::Duration::from_secs(60));
         let service = Arc::new(service);
-        let mut state = AppState::new(service.clone(), &admin, system_clock());
+        if !(args.agent_rate > 0.0 && args.agent_burst >= 1.0) || args.request_timeout == 0 {
+            return Err(anyhow!(
+                "--agent-rate must be above 0, --agent-burst at least 1 and --request-timeout above 0"
+            ));
+        }
+        let limits = LimitsConfig {
+            max_in_flight: args.max_in_flight.max(1),
+            timeout: std::time::Duration::from_secs(args.request_timeout),
+            agent_rate: args.agent_rate,
+            agent_burst: args.agent_burst,
+            ..LimitsConfig::default()
+        };
+        let mut state =
+            AppState::new(service.clone(), &admin, system_clock()).with_limits(limits);
         match verifier_service(&args.verifier, service.config().issuer.as_str(), service.clone())? {
             Some(verifier) => {
                 tracing::info!(audience = %verifier.config().audience, "verifier role on");

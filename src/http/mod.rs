@@ -7,6 +7,8 @@
 mod agents;
 mod authorize;
 mod forms;
+pub mod guard;
+pub mod metrics;
 mod oauth;
 pub mod verify;
 
@@ -51,6 +53,10 @@ pub struct AppState {
     pub clock: Clock,
     /// The verifier role, when this instance runs it.
     pub verifier: Option<Arc<VerifierService>>,
+    /// Request limits shared by every route.
+    pub limits: Arc<guard::Limits>,
+    /// This process's metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,7 +73,15 @@ impl AppState {
             admin_hash: sha256(admin_token.as_bytes()),
             clock,
             verifier: None,
+            limits: Arc::new(guard::Limits::default()),
+            metrics: Arc::new(metrics::Metrics::default()),
         }
+    }
+
+    /// Bounds requests with these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: guard::LimitsConfig) -> Self {
+        self.limits = Arc::new(guard::Limits::new(limits));
+        self
     }
 
     /// Runs the verifier role too.
@@ -95,6 +109,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata),
@@ -121,7 +137,32 @@ pub fn router(state: AppState) -> Router {
             post(verify::payment).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of every route of every role.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 /// A refusal on its way to the wire.

@@ -45,6 +45,8 @@ pub enum RequestError {
     Unavailable,
     /// This instance does not run the verifier role.
     NotServed,
+    /// The agent is over its rate; retry after this many seconds.
+    RateLimited(u64),
 }
 
 impl RequestError {
@@ -76,6 +78,11 @@ impl RequestError {
                 "not_found",
                 "this instance does not run the verifier",
             ),
+            RequestError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this agent",
+            ),
         }
     }
 }
@@ -89,9 +96,11 @@ impl IntoResponse for RequestError {
         }
         let body = json!({"error": code, "error_description": description});
         let mut response = (status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let RequestError::RateLimited(seconds) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -160,6 +169,11 @@ pub async fn challenge(
     let agent = match headers.get(header::AUTHORIZATION) {
         Some(_) => {
             let claims = authenticate(&state, verifier, &headers, "/v1/challenges", now).await?;
+            state
+                .limits
+                .agents
+                .check(&claims.client_id)
+                .map_err(RequestError::RateLimited)?;
             if parsed
                 .agent
                 .as_deref()
@@ -254,6 +268,11 @@ async fn verify(
     let verifier = served(state)?;
     let now = state.now();
     let claims = authenticate(state, verifier, headers, path, now).await?;
+    state
+        .limits
+        .agents
+        .check(&claims.client_id)
+        .map_err(RequestError::RateLimited)?;
     let key = idempotency_key(headers, body_key)?;
     let store = verifier.tokens().store();
 
@@ -277,7 +296,12 @@ async fn verify(
         request_hash: &request_hash,
     });
     match verifier.decide(presentation, &claims, held, now).await {
-        Ok(answer) => Ok(decision_response(answer.body)),
+        Ok(answer) => {
+            state
+                .metrics
+                .decision(presentation.role.action(), answer.accepted, answer.reason);
+            Ok(decision_response(answer.body))
+        }
         Err(_) => {
             if let Some(scoped) = &scoped {
                 // Best effort: a lapsed hold is taken over by the next retry anyway.

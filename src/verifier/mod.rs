@@ -214,7 +214,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn action(self) -> &'static str {
+    /// The audit action and metrics label of a decision in this role.
+    pub fn action(self) -> &'static str {
         match self {
             Role::Checkout => "checkout.verify",
             Role::Payment => "payment.verify",
@@ -251,6 +252,8 @@ pub struct Answer {
     pub body: String,
     /// Whether the presentation was accepted.
     pub accepted: bool,
+    /// Our reason code of a refusal (empty when accepted).
+    pub reason: &'static str,
 }
 
 /// A fresh challenge.
@@ -426,6 +429,7 @@ impl VerifierService {
                 Ok(Answer {
                     body,
                     accepted: true,
+                    reason: "",
                 })
             }
             Err(state) => {
@@ -717,6 +721,7 @@ impl VerifierService {
         Ok(Answer {
             body,
             accepted: false,
+            reason: refused.reason(),
         })
     }
 

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use ap2_mandate::http::guard::LimitsConfig;
 use ap2_mandate::http::{router, AppState, Clock};
 use ap2_mandate::identity::assertion::{make_assertion, JWT_BEARER};
 use ap2_mandate::identity::dpop::make_proof;
@@ -111,9 +112,13 @@ impl Harness {
     pub async fn oneshot_at(
         store: Store,
         issuer: &str,
+        limits: Option<LimitsConfig>,
         verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
     ) -> Harness {
         let (service, mut state, clock) = build(store, issuer.into(), Vec::new());
+        if let Some(limits) = limits {
+            state = state.with_limits(limits);
+        }
         if let Some(v) = verifier(issuer, service.clone()) {
             state = state.with_verifier(v);
         }
@@ -130,18 +135,22 @@ impl Harness {
 
     /// Served on a loopback port and called over HTTP.
     pub async fn loopback(store: Store) -> Harness {
-        Self::loopback_with(store, |_, _| None).await
+        Self::loopback_with(store, None, |_, _| None).await
     }
 
     /// Served on a loopback port, with the verifier role `verifier` makes from the issuer URL
     /// and the token service.
     pub async fn loopback_with(
         store: Store,
+        limits: Option<LimitsConfig>,
         verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
     ) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let (service, mut state, clock) = build(store, issuer.clone(), Vec::new());
+        if let Some(limits) = limits {
+            state = state.with_limits(limits);
+        }
         if let Some(v) = verifier(&issuer, service.clone()) {
             state = state.with_verifier(v);
         }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use ap2_mandate::http::guard::LimitsConfig;
 use ap2_mandate::identity::dpop::make_proof;
 use ap2_mandate::identity::token::AccessTokenClaims;
 use ap2_mandate::jose::{sha256_b64, sign_compact, KeySet, SigningKey};
@@ -41,9 +42,18 @@ pub async fn world(store: Store) -> World {
     world_at(store, None).await
 }
 
+/// A world served on loopback with these request limits.
+pub async fn world_limited(store: Store, limits: LimitsConfig) -> World {
+    world_with(store, None, Some(limits)).await
+}
+
 /// A world served on loopback (`issuer` `None`) or driven in-process as if served at `issuer`
 /// (for serve processes that share the store and the master key).
 pub async fn world_at(store: Store, issuer: Option<&str>) -> World {
+    world_with(store, issuer, None).await
+}
+
+async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsConfig>) -> World {
     let wallet = SigningKey::generate(Some("wallet-1".into())).unwrap();
     let sdk_root = SigningKey::generate(Some("sdk-root-1".into())).unwrap();
     let merchant = SigningKey::generate(Some("shop-1".into())).unwrap();
@@ -74,8 +84,16 @@ pub async fn world_at(store: Store, issuer: Option<&str>) -> World {
         Some(Arc::new(VerifierService::new(config, tokens).unwrap()))
     };
     let h = match issuer {
-        None => Harness::loopback_with(store, make).await,
-        Some(issuer) => Harness::oneshot_at(store, issuer, make).await,
+        None => Harness::loopback_with(store, limits, make).await,
+        // The in-process instance beside serve processes prepares load: it does not limit agents.
+        Some(issuer) => {
+            let unlimited = LimitsConfig {
+                agent_rate: 1e9,
+                agent_burst: 1e9,
+                ..LimitsConfig::default()
+            };
+            Harness::oneshot_at(store, issuer, limits.or(Some(unlimited)), make).await
+        }
     };
     let aud = format!("{}/verifier", h.issuer);
     World {
