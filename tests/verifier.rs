@@ -11,7 +11,7 @@ use ap2_mandate::jose::UnverifiedJws;
 use ap2_mandate::jose::{sha256_b64, sign_compact, HeaderPolicy, KeySet, SigningKey, TypRule};
 use ap2_mandate::mandate::build::{close, join};
 use ap2_mandate::store::records::IdentityRecords as _;
-use ap2_mandate::store::{AuditLog as _, Store};
+use ap2_mandate::store::{AuditLog as _, DecisionLedger as _, Store};
 use serde_json::{json, Map, Value};
 use support::oauth::{Resp, TestAgent};
 
@@ -113,6 +113,25 @@ async fn happy_path_and_refusals(store: Store, label: &str) {
         "checkout_jwt": jwt, "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
     refused_with(
         &w.present(&alice, &forged).await,
+        "invalid_credential",
+        "nonce_unknown",
+    );
+
+    // A nonce another verifier issued (for its own audience) is not one of ours.
+    w.h.service
+        .store()
+        .issue_nonce(
+            "n-elsewhere",
+            "https://other-verifier.example",
+            None,
+            w.h.now() + 300,
+        )
+        .await
+        .unwrap();
+    let elsewhere = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, &jwt, 12900, "n-elsewhere"),
+        "checkout_jwt": jwt, "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &elsewhere).await,
         "invalid_credential",
         "nonce_unknown",
     );
@@ -585,6 +604,28 @@ async fn idempotency(store: Store, label: &str) {
     let first = w.present(&alice, &refused).await;
     refused_with(&first, "invalid_mandate", "amount_out_of_range");
     assert_eq!(w.present(&alice, &refused).await.body, first.body);
+
+    // The store goes away: every verifier route fails closed with 503 and decides nothing.
+    let pending = w
+        .fresh_payment(&alice, &open_checkout, &open_payment, "chk_k", 12900)
+        .await;
+    w.h.service.store().close().await;
+    let res = w.present(&alice, &pending).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (503, "temporarily_unavailable"),
+        "{label}: {}",
+        res.body
+    );
+    let res =
+        w.h.call(
+            "POST",
+            "/v1/challenges",
+            &w.auth(&alice, &alice.agent.key, "/v1/challenges"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 503, "{label}: {}", res.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -702,7 +743,17 @@ async fn checkout_mandates_are_verified_for_the_merchant() {
         .unwrap();
         let body =
             json!({"checkout_mandate": join(&[&open_checkout, &closing]), "checkout_jwt": jwt});
-        let res = w.post(&alice, "/v1/checkouts/verify", &body, &[]).await;
+        // Larger than the 64 KiB other routes take: the verify routes read up to two chains.
+        let padded = format!("{body}{}", " ".repeat(100_000));
+        let headers = w.auth(&alice, &alice.agent.key, "/v1/checkouts/verify");
+        let res =
+            w.h.call(
+                "POST",
+                "/v1/checkouts/verify",
+                &headers,
+                Some(("application/json", padded)),
+            )
+            .await;
         assert_eq!(
             decision(&res),
             ("Success".into(), String::new()),
