@@ -27,6 +27,9 @@ const IDEMPOTENCY_HOLD: i64 = 30;
 pub const VERIFY_MAX_BODY: usize =
     2 * crate::sdjwt::MAX_CHAIN_LEN + crate::jose::MAX_JWS_LEN + 4096;
 
+/// The rate-limit bucket of challenges asked for without a token.
+const ANONYMOUS: &str = "\u{0}anonymous";
+
 /// Longest idempotency key, bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -183,7 +186,15 @@ pub async fn challenge(
             }
             Some(claims.client_id)
         }
-        None => parsed.agent,
+        None => {
+            // Unauthenticated challenges share one bucket, so they cannot flood the store.
+            state
+                .limits
+                .agents
+                .check(ANONYMOUS)
+                .map_err(RequestError::RateLimited)?;
+            parsed.agent
+        }
     };
     if agent
         .as_deref()
