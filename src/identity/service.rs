@@ -172,6 +172,10 @@ impl std::fmt::Debug for TokenService {
 /// How often cached keys are re-read from the store, seconds.
 const KEY_REFRESH: i64 = 60;
 
+/// Access token signatures remembered per key load (exact token bytes only; claims, times and
+/// standing are still checked on every use).
+const REMEMBERED_TOKENS: usize = 16_384;
+
 impl TokenService {
     /// A service over `store`, with keys sealed by `master` and these external issuers.
     pub fn new(
@@ -296,7 +300,8 @@ impl TokenService {
             .store
             .signing_key(&self.master, TOKEN_KEY_PURPOSE, now)
             .await?;
-        let mut verify = KeySet::new();
+        // An agent presents one token for minutes: its signature is verified once per key load.
+        let mut verify = KeySet::new().remember_verified(REMEMBERED_TOKENS);
         let prefix = format!("{TOKEN_KEY_PURPOSE}-");
         for key in self.store.verification_keys(now).await? {
             // Only token keys: a mandate or receipt key must never make an access token valid.

@@ -48,6 +48,9 @@ pub const PRESENT_SCOPE: &str = "payments:present";
 /// The root claim that carries a wallet's delegation evidence.
 pub const DELEGATION_CLAIM: &str = "delegation";
 
+/// Issuer signatures (open mandate roots) remembered.
+const REMEMBERED_ROOTS: usize = 16_384;
+
 /// How long an idempotency answer is kept, seconds.
 const IDEMPOTENCY_KEEP: i64 = 24 * 3600;
 
@@ -308,7 +311,9 @@ impl VerifierService {
     /// A verifier with a checked configuration, sharing the token service's store and keys.
     pub fn new(config: VerifierConfig, tokens: Arc<TokenService>) -> Result<Self, String> {
         config.check()?;
-        let mut issuers = KeySet::new();
+        // An open mandate's root comes back with every payment under it: its signature is
+        // verified once (exact bytes only; every other check still runs).
+        let mut issuers = KeySet::new().remember_verified(REMEMBERED_ROOTS);
         let mut profiles = HashMap::new();
         for (i, profile) in config.issuers.iter().enumerate() {
             for key in profile.keys.keys() {
