@@ -864,3 +864,214 @@ async fn agents_over_their_rate_are_told_when_to_come_back() {
         .await;
     assert_eq!(res.status, 431);
 }
+
+async fn delegation_and_policy(store: Store, label: &str) {
+    use ap2_mandate::store::records::{
+        ConsentRequest, ConsentStatus, NewMandate, WalletRecords as _,
+    };
+    let w = world(store).await;
+    let alice = w.actor("shopper", "alice").await;
+    let store = w.h.service.store();
+    let now = w.h.now();
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+    let pay = |open_payment: &str, id: &str, amount: u64| {
+        let (w, alice, oc) = (&w, &alice, open_checkout.clone());
+        let op = open_payment.to_owned();
+        let id = id.to_owned();
+        async move { w.fresh_payment(alice, &oc, &op, &id, amount).await }
+    };
+
+    // A consent the human denied.
+    let consent = ConsentRequest {
+        id: format!("con_{label}"),
+        user_id: alice.user.clone(),
+        agent_id: alice.agent.id.clone(),
+        grant_id: alice.claims.grant_id.clone(),
+        token_jti: Some(alice.claims.jti.clone()),
+        body: "{}".into(),
+        status: ConsentStatus::Pending,
+        created_at: now,
+        expires_at: now + 600,
+        decided_at: None,
+    };
+    store.create_consent(&consent).await.unwrap();
+    store
+        .decide_consent(&consent.id, &alice.user, false, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut denied = w.evidence(&alice);
+    denied["delegation"]["consent_id"] = consent.id.clone().into();
+    let op = w.open_payment(&w.wallet, denied, &alice.agent, &open_checkout, vec![]);
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_c1", 12900).await).await,
+        "invalid_credential",
+        "consent_not_approved",
+    );
+
+    // A mandate this instance's wallet issued and the human revoked.
+    let op = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+    store
+        .create_status_list(&format!("sl_{label}"), 1024)
+        .await
+        .unwrap();
+    let mandate = NewMandate {
+        id: format!("man_{label}"),
+        hash: ledger_id(&op),
+        status_list_id: format!("sl_{label}"),
+        user_id: alice.user.clone(),
+        agent_id: alice.agent.id.clone(),
+        grant_id: alice.claims.grant_id.clone(),
+        consent_id: None,
+        exp: now + 3600,
+    };
+    store.allocate_mandate(&mandate).await.unwrap();
+    assert_eq!(
+        decision(&w.present(&alice, &pay(&op, "chk_c2", 12900).await).await).0,
+        "Success"
+    );
+    store.revoke_mandate(&mandate.id, now).await.unwrap();
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_c3", 12900).await).await,
+        "invalid_credential",
+        "mandate_revoked",
+    );
+
+    // A root that points into a status list nobody here keeps.
+    let mut listed = w.evidence(&alice);
+    listed.insert(
+        "status".into(),
+        json!({"status_list": {"idx": 7, "uri": "https://elsewhere.example/sl/1"}}),
+    );
+    let op = w.open_payment(&w.wallet, listed, &alice.agent, &open_checkout, vec![]);
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_c4", 12900).await).await,
+        "invalid_credential",
+        "mandate_status_unknown",
+    );
+
+    // Evidence of the wrong shape.
+    let mut odd = w.evidence(&alice);
+    odd["delegation"]["agent_id"] = json!(5);
+    let op = w.open_payment(&w.wallet, odd, &alice.agent, &open_checkout, vec![]);
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_c5", 12900).await).await,
+        "invalid_credential",
+        "delegation_evidence_malformed",
+    );
+
+    // The order's checkout chain does not verify.
+    let op = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+    let mut broken = pay(&op, "chk_c6", 12900).await;
+    let order = broken["checkout_mandate"]
+        .as_str()
+        .unwrap()
+        .replacen('e', "f", 1);
+    broken["checkout_mandate"] = order.into();
+    refused_with(
+        &w.present(&alice, &broken).await,
+        "invalid_credential",
+        "order_mandate_invalid",
+    );
+
+    // The verifier's own policy: a cap per payment below the mandate's range.
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_c7", 48000).await).await,
+        "invalid_mandate",
+        "amount_above_policy_max",
+    );
+
+    // Recurrence across payments, kept by the ledger: daily spacing, and a count.
+    let daily = vec![
+        json!({"type": "payment.agent_recurrence", "frequency": "DAILY", "max_occurrences": 5}),
+    ];
+    let op = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        daily,
+    );
+    assert_eq!(
+        decision(&w.present(&alice, &pay(&op, "chk_d1", 1000).await).await).0,
+        "Success"
+    );
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_d2", 1000).await).await,
+        "invalid_mandate",
+        "recurrence_too_soon",
+    );
+    let once = vec![
+        json!({"type": "payment.agent_recurrence", "frequency": "ON_DEMAND", "max_occurrences": 1}),
+    ];
+    let op = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        once,
+    );
+    assert_eq!(
+        decision(&w.present(&alice, &pay(&op, "chk_o1", 1000).await).await).0,
+        "Success"
+    );
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_o2", 1000).await).await,
+        "invalid_mandate",
+        "recurrence_limit_reached",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_standing_and_verifier_policy_are_enforced() {
+    for (label, store) in support::stores().await {
+        delegation_and_policy(store, label).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currencies_outside_the_policy_are_refused() {
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
+        &support::sqlite_path(),
+    ))
+    .await
+    .unwrap();
+    let w = world(store).await;
+    let alice = w.actor("shopper", "alice").await;
+    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
+    // An open payment mandate without an amount range (the policy does not require one), paid in
+    // euros: the mandate allows it, this verifier does not.
+    let now = w.h.now();
+    let mandate = json!({"vct": "mandate.payment.open.1", "constraints": [
+        {"type": "payment.reference", "conditional_transaction_id": sha256_b64(open_checkout.as_bytes())},
+        {"type": "payment.allowed_payees", "allowed": [merchant()]}],
+        "cnf": {"jwk": alice.agent.key.public().to_value()}, "iat": now - 60, "exp": now + 3600});
+    let op =
+        ap2_mandate::mandate::build::issue(&w.wallet, "dc+sd-jwt", w.evidence(&alice), mandate)
+            .unwrap();
+    let jwt = w.checkout("chk_eur", 12900, "EUR");
+    let nonce = w.challenge(&alice).await;
+    let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+        "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "EUR"},
+        "payment_instrument": {"id": "pi_card_1", "type": "card"}});
+    let closing = close(&alice.agent.key, &op, closed, &w.aud, &nonce, now).unwrap();
+    let body = json!({"payment_mandate": join(&[&op, &closing]), "checkout_jwt": jwt,
+        "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+    refused_with(
+        &w.present(&alice, &body).await,
+        "invalid_mandate",
+        "currency_not_allowed",
+    );
+}

@@ -11,6 +11,7 @@ use ap2_mandate::identity::dpop::make_proof;
 use ap2_mandate::identity::token::AccessTokenClaims;
 use ap2_mandate::jose::{sha256_b64, sign_compact, KeySet, SigningKey};
 use ap2_mandate::mandate::build::{close, issue, join};
+use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::IdentityRecords as _;
 use ap2_mandate::store::Store;
 use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
@@ -80,7 +81,9 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
                 evidence: EvidenceRule::CnfOnly,
             },
         ];
-        let config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
+        let mut config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
+        config.allowed_currencies = Some(vec![usd(), Currency::from_code("JPY").unwrap()]);
+        config.max_payment = vec![Amount::parse_major("450.00", usd()).unwrap()];
         Some(Arc::new(VerifierService::new(config, tokens).unwrap()))
     };
     let h = match issuer {
@@ -292,6 +295,10 @@ impl World {
         json!({"payment_mandate": self.close_payment(open_payment, &a.agent.key, &jwt, amount, &nonce),
             "checkout_jwt": jwt, "checkout_mandate": self.order(open_checkout, &a.agent, &jwt)})
     }
+}
+
+fn usd() -> Currency {
+    Currency::from_code("USD").unwrap()
 }
 
 pub fn merchant() -> Value {
