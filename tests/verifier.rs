@@ -1074,4 +1074,24 @@ async fn currencies_outside_the_policy_are_refused() {
         "invalid_mandate",
         "currency_not_allowed",
     );
+
+    // The same open mandate paid first in dollars, then in yen: its ledger keeps one currency.
+    for (id, currency, amount, expected) in [
+        ("chk_usd", "USD", 1000, None),
+        ("chk_jpy", "JPY", 1000, Some("ledger_currency_mismatch")),
+    ] {
+        let jwt = w.checkout(id, amount, currency);
+        let nonce = w.challenge(&alice).await;
+        let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+            "payee": merchant(), "payment_amount": {"amount": amount, "currency": currency},
+            "payment_instrument": {"id": "pi_card_1", "type": "card"}});
+        let closing = close(&alice.agent.key, &op, closed, &w.aud, &nonce, now).unwrap();
+        let body = json!({"payment_mandate": join(&[&op, &closing]), "checkout_jwt": jwt,
+            "checkout_mandate": w.order(&open_checkout, &alice.agent, &jwt)});
+        let res = w.present(&alice, &body).await;
+        match expected {
+            None => assert_eq!(decision(&res).0, "Success", "{}", res.body),
+            Some(reason) => refused_with(&res, "invalid_mandate", reason),
+        }
+    }
 }
