@@ -30,3 +30,4 @@ pub mod money;
 pub mod sdjwt;
 pub mod store;
 pub mod verifier;
+pub mod wallet;

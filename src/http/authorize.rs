@@ -20,7 +20,7 @@ use crate::identity::random_token;
 use crate::jose::ct_eq;
 use crate::store::records::{Agent, Session};
 
-const SESSION_COOKIE: &str = "ap2_session";
+pub(super) const SESSION_COOKIE: &str = "ap2_session";
 const CSRF_COOKIE: &str = "ap2_csrf";
 
 /// The request parameters carried through the pages.
@@ -232,7 +232,11 @@ async fn checked(state: &AppState, form: &Form) -> Result<(AuthorizationRequest,
     }
 }
 
-async fn current_session(state: &AppState, headers: &HeaderMap, now: i64) -> Option<Session> {
+pub(super) async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Option<Session> {
     let value = cookie(headers, SESSION_COOKIE)?;
     state.tokens.session(&value, now).await.ok().flatten()
 }
@@ -319,7 +323,7 @@ fn hidden_fields(form: &Form) -> String {
         .collect()
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title>\
@@ -370,7 +374,7 @@ fn redirect(uri: &str, params: &[(&str, String)]) -> Response {
     }
 }
 
-fn forbidden() -> Response {
+pub(super) fn forbidden() -> Response {
     page(
         StatusCode::FORBIDDEN,
         "Request refused",
@@ -378,7 +382,7 @@ fn forbidden() -> Response {
     )
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Unavailable",
@@ -386,7 +390,7 @@ fn unavailable() -> Response {
     )
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

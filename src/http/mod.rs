@@ -11,6 +11,7 @@ pub mod guard;
 pub mod metrics;
 mod oauth;
 pub mod verify;
+pub mod wallet;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use agents::agent_json;
 use crate::identity::{OAuthCode, TokenError, TokenService};
 use crate::jose::{ct_eq, sha256};
 use crate::verifier::VerifierService;
+use crate::wallet::WalletService;
 
 /// Largest request body we read, bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The verifier role, when this instance runs it.
     pub verifier: Option<Arc<VerifierService>>,
+    /// The wallet role, when this instance runs it.
+    pub wallet: Option<Arc<WalletService>>,
     /// Request limits shared by every route.
     pub limits: Arc<guard::Limits>,
     /// This process's metrics.
@@ -73,9 +77,16 @@ impl AppState {
             admin_hash: sha256(admin_token.as_bytes()),
             clock,
             verifier: None,
+            wallet: None,
             limits: Arc::new(guard::Limits::default()),
             metrics: Arc::new(metrics::Metrics::default()),
         }
+    }
+
+    /// Runs the wallet role too.
+    pub fn with_wallet(mut self, wallet: Arc<WalletService>) -> Self {
+        self.wallet = Some(wallet);
+        self
     }
 
     /// Bounds requests with these limits instead of the defaults.
@@ -127,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{id}", get(agents::show))
         .route("/v1/agents/{id}/disable", post(agents::disable))
         .route("/v1/whoami", get(oauth::whoami))
+        .route("/v1/mandate-requests", post(wallet::propose))
+        .route("/v1/mandate-requests/{id}", get(wallet::fetch))
+        .route("/v1/mandates/{id}/revoke", post(wallet::revoke))
+        .route("/consent/{id}", get(wallet::show).post(wallet::submit))
         .route("/v1/challenges", post(verify::challenge))
         .route(
             "/v1/checkouts/verify",

@@ -260,6 +260,15 @@ impl TokenService {
             .ok_or(TokenError::Unavailable(StoreError::Unavailable))
     }
 
+    /// The newest signing key of another purpose of this instance (`mandates`, …), made on
+    /// first use and sealed by the same master key. Never a token key.
+    pub async fn purpose_key(&self, purpose: &str, now: i64) -> Result<SigningKey, TokenError> {
+        if purpose == TOKEN_KEY_PURPOSE {
+            return Err(TokenError::Unavailable(StoreError::Unavailable));
+        }
+        Ok(self.store.signing_key(&self.master, purpose, now).await?)
+    }
+
     /// The keys access tokens verify with (refreshed when stale or when `kid` is unknown).
     pub async fn verification_keys(
         &self,

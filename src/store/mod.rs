@@ -210,10 +210,12 @@ impl Store {
             Backend::Sqlite => &[
                 (1, include_str!("migrations/sqlite/0001_init.sql")),
                 (2, include_str!("migrations/sqlite/0002_oauth.sql")),
+                (3, include_str!("migrations/sqlite/0003_wallet.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("migrations/postgres/0001_init.sql")),
                 (2, include_str!("migrations/postgres/0002_oauth.sql")),
+                (3, include_str!("migrations/postgres/0003_wallet.sql")),
             ],
         };
         self.pool

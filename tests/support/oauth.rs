@@ -16,6 +16,7 @@ use ap2_mandate::identity::{TokenService, TokenServiceConfig};
 use ap2_mandate::jose::SigningKey;
 use ap2_mandate::store::{MasterKey, Store};
 use ap2_mandate::verifier::VerifierService;
+use ap2_mandate::wallet::WalletService;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use serde_json::{json, Value};
@@ -54,6 +55,25 @@ impl Resp {
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
+    }
+}
+
+/// The roles served beside the token service.
+#[derive(Default)]
+pub struct Roles {
+    pub verifier: Option<Arc<VerifierService>>,
+    pub wallet: Option<Arc<WalletService>>,
+}
+
+impl Roles {
+    fn apply(self, mut state: AppState) -> AppState {
+        if let Some(v) = self.verifier {
+            state = state.with_verifier(v);
+        }
+        if let Some(w) = self.wallet {
+            state = state.with_wallet(w);
+        }
+        state
     }
 }
 
@@ -109,19 +129,21 @@ impl Harness {
 
     /// The router driven in-process as if served at `issuer` (for instances that share the
     /// store and the master key), with the verifier role `verifier` makes.
-    pub async fn oneshot_at(
+    pub async fn oneshot_at<F, Fut>(
         store: Store,
         issuer: &str,
         limits: Option<LimitsConfig>,
-        verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
-    ) -> Harness {
+        roles: F,
+    ) -> Harness
+    where
+        F: FnOnce(String, Arc<TokenService>) -> Fut,
+        Fut: std::future::Future<Output = Roles>,
+    {
         let (service, mut state, clock) = build(store, issuer.into(), Vec::new());
         if let Some(limits) = limits {
             state = state.with_limits(limits);
         }
-        if let Some(v) = verifier(issuer, service.clone()) {
-            state = state.with_verifier(v);
-        }
+        state = roles(issuer.to_owned(), service.clone()).await.apply(state);
         let transport = Transport::Oneshot(router(state.clone()));
         Harness {
             service,
@@ -135,25 +157,27 @@ impl Harness {
 
     /// Served on a loopback port and called over HTTP.
     pub async fn loopback(store: Store) -> Harness {
-        Self::loopback_with(store, None, |_, _| None).await
+        Self::loopback_with(store, None, |_, _| async { Roles::default() }).await
     }
 
-    /// Served on a loopback port, with the verifier role `verifier` makes from the issuer URL
-    /// and the token service.
-    pub async fn loopback_with(
+    /// Served on a loopback port, with the roles `roles` makes from the issuer URL and the
+    /// token service.
+    pub async fn loopback_with<F, Fut>(
         store: Store,
         limits: Option<LimitsConfig>,
-        verifier: impl FnOnce(&str, Arc<TokenService>) -> Option<Arc<VerifierService>>,
-    ) -> Harness {
+        roles: F,
+    ) -> Harness
+    where
+        F: FnOnce(String, Arc<TokenService>) -> Fut,
+        Fut: std::future::Future<Output = Roles>,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let (service, mut state, clock) = build(store, issuer.clone(), Vec::new());
         if let Some(limits) = limits {
             state = state.with_limits(limits);
         }
-        if let Some(v) = verifier(&issuer, service.clone()) {
-            state = state.with_verifier(v);
-        }
+        state = roles(issuer.clone(), service.clone()).await.apply(state);
         let app = router(state.clone());
         let handle = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -495,4 +519,10 @@ pub fn cookie(res: &Resp, name: &str) -> String {
                 .map(|r| r.split(';').next().unwrap().to_owned())
         })
         .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+/// A copy of a signing key (the same key pair).
+pub fn clone_key(key: &SigningKey) -> SigningKey {
+    SigningKey::from_jwk(&serde_json::from_str::<Value>(&key.to_private_jwk().unwrap()).unwrap())
+        .unwrap()
 }

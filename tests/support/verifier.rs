@@ -9,15 +9,17 @@ use std::sync::Arc;
 use ap2_mandate::http::guard::LimitsConfig;
 use ap2_mandate::identity::dpop::make_proof;
 use ap2_mandate::identity::token::AccessTokenClaims;
+use ap2_mandate::identity::TokenService;
 use ap2_mandate::jose::{sha256_b64, sign_compact, KeySet, SigningKey};
 use ap2_mandate::mandate::build::{close, issue, join};
 use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::IdentityRecords as _;
 use ap2_mandate::store::Store;
 use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
+use ap2_mandate::wallet::{WalletConfig, WalletService, MANDATE_KEY_PURPOSE};
 use serde_json::{json, Map, Value};
 
-use super::oauth::{Harness, Resp, TestAgent};
+use super::oauth::{Harness, Resp, Roles, TestAgent};
 
 pub const SHOP_AUD: &str = "https://shop.example/checkout";
 
@@ -63,13 +65,13 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
         sdk_root.public().clone(),
         merchant.public().clone(),
     );
-    let make = move |issuer: &str, tokens| {
+    let make = move |issuer: String, tokens: Arc<TokenService>| async move {
         let set = |k| {
             let mut s = KeySet::new();
             s.insert(k).unwrap();
             s
         };
-        let issuers = vec![
+        let mut issuers = vec![
             IssuerProfile {
                 name: "wallet".into(),
                 keys: set(keys.0),
@@ -81,10 +83,27 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
                 evidence: EvidenceRule::CnfOnly,
             },
         ];
+        // This instance's own wallet, trusted like any other wallet.
+        let wallet = WalletService::new(WalletConfig::new(&issuer), tokens.clone())
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let own = tokens.purpose_key(MANDATE_KEY_PURPOSE, now).await.unwrap();
+        issuers.push(IssuerProfile {
+            name: "own wallet".into(),
+            keys: set(own.public().clone()),
+            evidence: EvidenceRule::Required,
+        });
         let mut config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
         config.allowed_currencies = Some(vec![usd(), Currency::from_code("JPY").unwrap()]);
         config.max_payment = vec![Amount::parse_major("450.00", usd()).unwrap()];
-        Some(Arc::new(VerifierService::new(config, tokens).unwrap()))
+        Roles {
+            verifier: Some(Arc::new(VerifierService::new(config, tokens).unwrap())),
+            wallet: Some(Arc::new(wallet)),
+        }
     };
     let h = match issuer {
         None => Harness::loopback_with(store, limits, make).await,
@@ -121,9 +140,22 @@ impl World {
     }
 
     pub async fn token_for(&self, agent: TestAgent, user: &str) -> Actor {
+        let aud = self.aud.clone();
+        self.token_with_scope(agent, user, "payments:present", &aud)
+            .await
+    }
+
+    /// A token of `agent` for `user` with `scope`, for the resource `aud`.
+    pub async fn token_with_scope(
+        &self,
+        agent: TestAgent,
+        user: &str,
+        scope: &str,
+        aud: &str,
+    ) -> Actor {
         let (code, verifier) = self
             .h
-            .authorize(&agent, user, "payments:present", &[("resource", &self.aud)])
+            .authorize(&agent, user, scope, &[("resource", aud)])
             .await;
         let token = self.h.redeem(&agent, &code, &verifier).await;
         let claims = self
@@ -327,4 +359,37 @@ pub fn ledger_id(open_payment: &str) -> String {
     let jwt = open_payment.split('~').next().unwrap();
     let signing_input = jwt.rsplit_once('.').unwrap().0;
     sha256_b64(signing_input.as_bytes())
+}
+
+impl World {
+    /// The wallet's audience on this instance.
+    pub fn wallet_aud(&self) -> String {
+        format!("{}/wallet", self.h.issuer)
+    }
+
+    /// A request to a protected route with the actor's token and a fresh proof.
+    pub async fn call_as(&self, a: &Actor, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let htu = format!("{}{path}", self.h.issuer);
+        let proof = make_proof(
+            &a.agent.key,
+            method,
+            &htu,
+            self.h.now(),
+            Some(&a.token),
+            None,
+        )
+        .unwrap();
+        let headers = [
+            ("authorization", format!("DPoP {}", a.token)),
+            ("dpop", proof),
+        ];
+        self.h
+            .call(
+                method,
+                path,
+                &headers,
+                body.map(|b| ("application/json", b.to_string())),
+            )
+            .await
+    }
 }

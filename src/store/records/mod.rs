@@ -22,7 +22,7 @@ mod wallet;
 
 pub use identity::IdentityRecords;
 pub use oauth::{AuthCode, CodeRefusal, OAuthRecords, Session, Standing};
-pub use wallet::WalletRecords;
+pub use wallet::{IssueBatch, IssuedMandate, SignMandate, WalletRecords};
 
 /// Longest identifier, name or other text field, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;

@@ -243,7 +243,118 @@ impl WalletRecords for Store {
     }
 }
 
+/// What every mandate signed for one approved consent request shares.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueBatch<'a> {
+    /// The approved consent request.
+    pub consent_id: &'a str,
+    /// The consenting user.
+    pub user_id: &'a str,
+    /// The agent the mandates bind.
+    pub agent_id: &'a str,
+    /// The grant the agent asked under.
+    pub grant_id: Option<&'a str>,
+    /// The status list the mandates' `status` claims point into.
+    pub status_list_id: &'a str,
+    /// The mandates' `exp`.
+    pub exp: i64,
+}
+
+/// A signed root mandate, as the wallet keeps it for the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedMandate {
+    /// The mandate id.
+    pub mandate_id: String,
+    /// `checkout` or `payment`.
+    pub kind: String,
+    /// The root SD-JWT with all its disclosures.
+    pub sd_jwt: String,
+    /// Its index in the status list.
+    pub status_index: i64,
+}
+
+/// Signs one mandate once its status index is known: `(kind, index, mandate id)` →
+/// `(hash of its signed bytes, SD-JWT)`.
+pub type SignMandate<'a> =
+    dyn FnMut(&str, i64, &str) -> Result<(String, String), RecordError> + Send + 'a;
+
 impl Store {
+    /// Issues the mandates of an approved consent in one transaction: while the agent, the grant
+    /// and the approval are held, takes a status index for each `(kind, id)`, has `sign` sign it,
+    /// and stores the mandate and its SD-JWT. All of them or none; a consent issues once.
+    pub async fn issue_mandates(
+        &self,
+        batch: &IssueBatch<'_>,
+        kinds: &[(&str, String)],
+        sign: &mut SignMandate<'_>,
+    ) -> Result<Vec<IssuedMandate>, RecordError> {
+        let mut tx = self.pool.begin().await?;
+        hold_active_agent(&mut tx, batch.agent_id).await?;
+        if let Some(grant_id) = batch.grant_id {
+            hold_active_grant(&mut tx, grant_id, batch.agent_id, batch.user_id).await?;
+        }
+        let mut issued = Vec::new();
+        for (kind, id) in kinds {
+            let index = take_status_index(&mut tx, batch.status_list_id).await?;
+            let (hash, sd_jwt) = sign(kind, index, id)?;
+            let mandate = NewMandate {
+                id: id.clone(),
+                hash,
+                status_list_id: batch.status_list_id.to_owned(),
+                user_id: batch.user_id.to_owned(),
+                agent_id: batch.agent_id.to_owned(),
+                grant_id: batch.grant_id.map(str::to_owned),
+                consent_id: Some(batch.consent_id.to_owned()),
+                exp: batch.exp,
+            };
+            mandate.check()?;
+            require_approved_consent(&mut tx, batch.consent_id, &mandate).await?;
+            insert_mandate(&mut tx, &mandate, index).await?;
+            sqlx::query(
+                "INSERT INTO issued_mandates (mandate_id, consent_id, kind, sd_jwt) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id.as_str())
+            .bind(batch.consent_id)
+            .bind(*kind)
+            .bind(sd_jwt.as_str())
+            .execute(&mut *tx)
+            .await?;
+            issued.push(IssuedMandate {
+                mandate_id: id.clone(),
+                kind: (*kind).to_owned(),
+                sd_jwt,
+                status_index: index,
+            });
+        }
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    /// The mandates issued for a consent request, checkout first.
+    pub async fn issued_mandates(
+        &self,
+        consent_id: &str,
+    ) -> Result<Vec<IssuedMandate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.mandate_id, i.kind, i.sd_jwt, m.status_index FROM issued_mandates i \
+             JOIN mandates m ON m.id = i.mandate_id WHERE i.consent_id = $1 ORDER BY i.kind",
+        )
+        .bind(consent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IssuedMandate {
+                    mandate_id: r.try_get("mandate_id")?,
+                    kind: r.try_get("kind")?,
+                    sd_jwt: r.try_get("sd_jwt")?,
+                    status_index: r.try_get("status_index")?,
+                })
+            })
+            .collect()
+    }
+
     /// One mandate by a unique column (`id` or `hash`, never input).
     async fn mandate_where(
         &self,

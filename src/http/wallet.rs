@@ -1,0 +1,505 @@
+//! The wallet's routes (DESIGN §5): `POST /v1/mandate-requests`, `GET
+//! /v1/mandate-requests/{id}`, the consent page `GET/POST /consent/{id}`, and `POST
+//! /v1/mandates/{id}/revoke`.
+//!
+//! The consent page is plain server-rendered HTML with every value escaped, no scripts, a
+//! strict content security policy, `X-Frame-Options: DENY`, and anti-forgery tokens on every
+//! form (a double-submit cookie before sign-in, the session's token after). It shows, in plain
+//! words made from the stored request only, which agent asks, for whom, and every limit.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::authorize::{cookie, current_session, forbidden, page, unavailable, SESSION_COOKIE};
+use super::forms::{escape, Form};
+use super::verify::{RequestError, VerifyError};
+use super::{ApiError, AppState};
+use crate::identity::admin::SignInRefusal;
+use crate::identity::password::Password;
+use crate::identity::random_token;
+use crate::identity::token::AccessTokenClaims;
+use crate::jose::ct_eq;
+use crate::store::records::{ConsentStatus, IdentityRecords as _, Session, WalletRecords as _};
+use crate::store::StoreError;
+use crate::wallet::{WalletError, WalletService, REQUEST_SCOPE};
+
+const CONSENT_CSRF_COOKIE: &str = "ap2_consent_csrf";
+
+impl IntoResponse for WalletError {
+    fn into_response(self) -> Response {
+        let (status, code, description) = match self {
+            WalletError::Invalid(rule) => (StatusCode::BAD_REQUEST, "invalid_request", rule),
+            WalletError::Forbidden(rule) => (StatusCode::FORBIDDEN, "access_denied", rule),
+            WalletError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such request"),
+            WalletError::Conflict(rule) => (StatusCode::CONFLICT, "conflict", rule),
+            WalletError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the service is temporarily unavailable",
+            ),
+        };
+        match self {
+            WalletError::Unavailable => tracing::error!(code, "wallet request failed"),
+            _ => tracing::debug!(code, reason = description, "wallet request refused"),
+        }
+        let mut response = (
+            status,
+            Json(json!({"error": code, "error_description": description})),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// A refusal of a wallet API call: before (authentication) or at the wallet.
+pub enum WalletApiError {
+    /// The token, proof or request.
+    Request(VerifyError),
+    /// The wallet's own rules.
+    Wallet(WalletError),
+}
+
+impl From<WalletError> for WalletApiError {
+    fn from(e: WalletError) -> Self {
+        WalletApiError::Wallet(e)
+    }
+}
+
+impl From<VerifyError> for WalletApiError {
+    fn from(e: VerifyError) -> Self {
+        WalletApiError::Request(e)
+    }
+}
+
+impl From<RequestError> for WalletApiError {
+    fn from(e: RequestError) -> Self {
+        WalletApiError::Request(e.into())
+    }
+}
+
+impl IntoResponse for WalletApiError {
+    fn into_response(self) -> Response {
+        match self {
+            WalletApiError::Request(e) => e.into_response(),
+            WalletApiError::Wallet(e) => e.into_response(),
+        }
+    }
+}
+
+fn served(state: &AppState) -> Result<&WalletService, WalletError> {
+    state.wallet.as_deref().ok_or(WalletError::NotFound)
+}
+
+async fn authenticate(
+    state: &AppState,
+    wallet: &WalletService,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+) -> Result<AccessTokenClaims, WalletApiError> {
+    let one = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if headers.get_all("dpop").iter().count() > 1
+        || headers.get_all("authorization").iter().count() > 1
+    {
+        return Err(RequestError::Malformed("a header is repeated").into());
+    }
+    let claims = state
+        .tokens
+        .authenticate_resource(
+            one("authorization"),
+            one("dpop"),
+            method,
+            path,
+            &wallet.config().audience,
+            Some(REQUEST_SCOPE),
+            state.now(),
+        )
+        .await
+        .map_err(|e| VerifyError::Auth(ApiError::from(e).at_resource()))?;
+    state
+        .limits
+        .agents
+        .check(&claims.client_id)
+        .map_err(RequestError::RateLimited)?;
+    Ok(claims)
+}
+
+/// `POST /v1/mandate-requests`.
+pub async fn propose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WalletApiError> {
+    let wallet = served(&state)?;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if media.as_deref() != Some("application/json") {
+        return Err(RequestError::MediaType.into());
+    }
+    let claims = authenticate(&state, wallet, &headers, "POST", "/v1/mandate-requests").await?;
+    let consent = wallet.propose(&claims, &body, state.now()).await?;
+    let answer = json!({
+        "id": consent.id,
+        "status": "pending",
+        "consent_url": format!("{}/consent/{}", wallet.config().issuer, consent.id),
+        "expires_at": consent.expires_at,
+    });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /v1/mandate-requests/{id}`.
+pub async fn fetch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, WalletApiError> {
+    let wallet = served(&state)?;
+    let path = format!("/v1/mandate-requests/{id}");
+    let claims = authenticate(&state, wallet, &headers, "GET", &path).await?;
+    Ok(Json(wallet.fetch(&claims, &id, state.now()).await?))
+}
+
+/// `POST /v1/mandates/{id}/revoke` (admin).
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, WalletApiError> {
+    let wallet = served(&state)?;
+    if !state.is_admin(&headers) {
+        return Err(WalletError::Forbidden("the admin token is required").into());
+    }
+    let revoked = wallet.revoke(&id, None, state.now()).await?;
+    Ok(Json(
+        json!({"id": id, "status": "revoked", "changed": revoked}),
+    ))
+}
+
+/// `GET /consent/{id}`: sign in, or review the request.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(wallet) = served(&state) else {
+        return not_found();
+    };
+    let now = state.now();
+    match current_session(&state, &headers, now).await {
+        Some(session) => review_page(&state, wallet, &session, &id, now).await,
+        None => sign_in_page(&id, None, StatusCode::OK),
+    }
+}
+
+/// `POST /consent/{id}`: sign in, approve or deny.
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(wallet) = served(&state) else {
+        return not_found();
+    };
+    let Ok(form) = Form::parse(&headers, &body) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>The form is malformed.</p>",
+        );
+    };
+    let now = state.now();
+    match form.get("action") {
+        Some("signin") => sign_in(&state, wallet, &headers, &form, &id, now).await,
+        Some(action @ ("approve" | "deny")) => {
+            let Some(session) = current_session(&state, &headers, now).await else {
+                return sign_in_page(
+                    &id,
+                    Some("Your session ended. Please sign in again."),
+                    StatusCode::UNAUTHORIZED,
+                );
+            };
+            if !ct_eq(
+                form.get("csrf").unwrap_or("").as_bytes(),
+                session.csrf.as_bytes(),
+            ) {
+                return forbidden();
+            }
+            match wallet.decide(&session.user_id, &id, action == "approve", now).await {
+                Ok(issued) if action == "approve" => page(
+                    StatusCode::OK,
+                    "Approved",
+                    &format!(
+                        "<p id=\"outcome\">Approved. {} mandates were signed; the agent can fetch them now.</p>",
+                        issued.len()
+                    ),
+                ),
+                Ok(_) => page(StatusCode::OK, "Denied", "<p id=\"outcome\">Denied. Nothing was signed.</p>"),
+                Err(e) => wallet_error_page(e),
+            }
+        }
+        _ => page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>Unknown action.</p>",
+        ),
+    }
+}
+
+async fn sign_in(
+    state: &AppState,
+    wallet: &WalletService,
+    headers: &HeaderMap,
+    form: &Form,
+    id: &str,
+    now: i64,
+) -> Response {
+    let expected = cookie(headers, CONSENT_CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty()
+        || !ct_eq(
+            expected.as_bytes(),
+            form.get("csrf").unwrap_or("").as_bytes(),
+        )
+    {
+        return forbidden();
+    }
+    let username = form.get("username").unwrap_or("");
+    let password = Password::new(form.get("password").unwrap_or(""));
+    let user = match state.tokens.sign_in(username, &password, now).await {
+        Ok(Ok(user)) => user,
+        Ok(Err(SignInRefusal::BadCredentials)) => {
+            return sign_in_page(
+                id,
+                Some("Sign-in failed. Check your username and password."),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Ok(Err(SignInRefusal::TooManyAttempts)) => {
+            return sign_in_page(
+                id,
+                Some("Too many failed attempts. Try again in a few minutes."),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+        }
+        Err(_) => return unavailable(),
+    };
+    let Ok((value, session)) = state.tokens.start_session(&user, now).await else {
+        return unavailable();
+    };
+    let mut response = review_page(state, wallet, &session, id, now).await;
+    let secure = if state.tokens.config().issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let set = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        session.exp - now
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// The request in plain words, with approve and deny, or why it cannot be decided.
+async fn review_page(
+    state: &AppState,
+    wallet: &WalletService,
+    session: &Session,
+    id: &str,
+    now: i64,
+) -> Response {
+    let store = state.tokens.store();
+    let consent = match store.consent(id).await {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => return not_found(),
+        Err(_) => return unavailable(),
+    };
+    if consent.user_id != session.user_id {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Not your request",
+            "<p id=\"outcome\">This request was made for another person. Nothing was changed.</p>",
+        );
+    }
+    match consent.status_at(now) {
+        ConsentStatus::Pending => {}
+        ConsentStatus::Expired => {
+            return page(
+                StatusCode::CONFLICT,
+                "Request expired",
+                "<p id=\"outcome\">This request has expired. Nothing was signed.</p>",
+            )
+        }
+        decided => {
+            return page(
+                StatusCode::CONFLICT,
+                "Already decided",
+                &format!(
+                    "<p id=\"outcome\">This request was {} already. Nothing was changed.</p>",
+                    decided.as_str()
+                ),
+            )
+        }
+    }
+    let Ok(agent) = store.agent(&consent.agent_id).await else {
+        return unavailable();
+    };
+    let reviewed = match wallet.review(
+        &consent.body,
+        &crate::wallet::caller_of(&consent),
+        consent.created_at,
+    ) {
+        Ok(r) => r,
+        Err(e) => return wallet_error_page(e),
+    };
+    let (checkout, payment) = reviewed.lines();
+    let list = |lines: &[String], id: &str| -> String {
+        let items: String = lines
+            .iter()
+            .map(|l| format!("<li>{}</li>", escape(l)))
+            .collect();
+        format!("<ul id=\"{id}\">{items}</ul>")
+    };
+    let until = crate::calendar::format_utc(reviewed.expires_at);
+    let body = format!(
+        "<p><strong id=\"agent-name\">{name}</strong> (agent <code>{agent_id}</code>, owned by \
+         <span id=\"agent-owner\">{owner}</span>) asks you to sign payment mandates it can use \
+         on its own, within these limits, until <span id=\"until\">{until}</span>.</p>\
+         <h2>What it may buy</h2>{checkout}\
+         <h2>How it may pay</h2>{payment}\
+         <p>Only the agent's key <code>{jkt}</code> can use them. You can revoke them at any time.</p>\
+         <form method=\"post\" action=\"/consent/{id}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" name=\"action\" value=\"approve\" id=\"approve\">Approve and sign</button> \
+         <button type=\"submit\" name=\"action\" value=\"deny\" id=\"deny\">Deny</button></form>",
+        name = escape(&agent.name),
+        agent_id = escape(&agent.id),
+        owner = escape(&agent.owner),
+        until = escape(&until),
+        checkout = list(&checkout, "checkout"),
+        payment = list(&payment, "payment"),
+        jkt = escape(&reviewed.cnf.thumbprint()),
+        id = escape(id),
+        csrf = escape(&session.csrf),
+    );
+    page(StatusCode::OK, "Approve payment mandates", &body)
+}
+
+fn sign_in_page(id: &str, message: Option<&str>, status: StatusCode) -> Response {
+    let Ok(csrf) = random_token(24) else {
+        return unavailable();
+    };
+    let notice = message.map_or(String::new(), |m| {
+        format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m))
+    });
+    let body = format!(
+        "{notice}<p>Sign in to review a request from an agent.</p>\
+         <form method=\"post\" action=\"/consent/{id}\">\
+         <input type=\"hidden\" name=\"action\" value=\"signin\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+         <button type=\"submit\" id=\"signin\">Sign in</button></form>",
+        id = escape(id),
+    );
+    let mut response = page(status, "Sign in", &body);
+    let set = format!(
+        "{CONSENT_CSRF_COOKIE}={csrf}; Path=/consent; HttpOnly; SameSite=Strict; Max-Age=600"
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+fn wallet_error_page(e: WalletError) -> Response {
+    match e {
+        WalletError::Forbidden(_) => page(
+            StatusCode::FORBIDDEN,
+            "Not your request",
+            "<p id=\"outcome\">This request was made for another person. Nothing was changed.</p>",
+        ),
+        WalletError::NotFound => not_found(),
+        WalletError::Conflict(rule) => page(
+            StatusCode::CONFLICT,
+            "Cannot be decided",
+            &format!(
+                "<p id=\"outcome\">{}. Nothing was changed.</p>",
+                escape(&capitalize(rule))
+            ),
+        ),
+        WalletError::Invalid(rule) => page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            &format!(
+                "<p id=\"outcome\">{}. Nothing was signed.</p>",
+                escape(&capitalize(rule))
+            ),
+        ),
+        WalletError::Unavailable => unavailable(),
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "<p id=\"outcome\">There is no such request.</p>",
+    )
+}
+
+impl WalletService {
+    /// Revokes a mandate (its status bit is set); `true` if this call revoked it.
+    pub async fn revoke(
+        &self,
+        id: &str,
+        user: Option<&str>,
+        now: i64,
+    ) -> Result<bool, WalletError> {
+        let store = self.tokens().store();
+        let mandate = store.mandate(id).await?;
+        if user.is_some_and(|u| u != mandate.user_id) {
+            return Err(WalletError::Forbidden("this mandate is another user's"));
+        }
+        let changed = store.revoke_mandate(id, now).await?;
+        let record = crate::store::AuditRecord {
+            at: now,
+            action: "mandate.revoke".into(),
+            outcome: "success".into(),
+            agent_id: Some(mandate.agent_id.clone()),
+            user_id: Some(mandate.user_id.clone()),
+            grant_id: mandate.grant_id.clone(),
+            consent_id: mandate.consent_id.clone(),
+            mandate_hash: Some(mandate.hash.clone()),
+            correlation_id: mandate.id.clone(),
+            ..Default::default()
+        };
+        crate::store::AuditLog::append(store, &record).await?;
+        Ok(changed)
+    }
+}

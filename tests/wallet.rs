@@ -1,0 +1,455 @@
+//! The wallet end to end over real HTTP on loopback (SQLite and PostgreSQL): an agent with a
+//! token for the wallet proposes open mandates, the human signs in on the consent page and
+//! approves, the agent fetches the signed mandates, closes them under the verifier's challenge
+//! and presents them to the verifier of the same instance; then revocation stops them. Every
+//! refusal of the wallet has its test here.
+
+mod support;
+
+use ap2_mandate::jose::sha256_b64;
+use ap2_mandate::mandate::build::{close, join};
+use ap2_mandate::store::records::{IdentityRecords as _, WalletRecords as _};
+use ap2_mandate::store::{AuditLog as _, Store};
+use serde_json::{json, Value};
+use support::oauth::{cookie, hidden, Resp, PASSWORD};
+use support::verifier::{merchant, world, Actor, World};
+
+/// What the agent proposes: one boot from the shop, paid to the shop, up to 500.00 USD each and
+/// 300.00 USD in all.
+fn proposal(a: &Actor) -> Value {
+    json!({"mode": "open",
+        "checkout": {"constraints": [
+            {"type": "checkout.line_items", "items": [{"id": "r1", "acceptable_items": [{"id": "sku_boot", "title": "Boot"}], "quantity": 1}]},
+            {"type": "checkout.allowed_merchants", "allowed": [merchant()]}]},
+        "payment": {"constraints": [
+            {"type": "payment.amount_range", "currency": "USD", "min": 1, "max": 50000},
+            {"type": "payment.allowed_payees", "allowed": [merchant()]},
+            {"type": "payment.budget", "max": 300, "currency": "USD"}]},
+        "cnf": {"jwk": a.agent.key.public().to_value()}})
+}
+
+/// The human signs in on the consent page; the session cookie and the review page.
+async fn sign_in(w: &World, id: &str, username: &str) -> (String, Resp) {
+    let page = w.h.call("GET", &format!("/consent/{id}"), &[], None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf_cookie = cookie(&page, "ap2_consent_csrf");
+    let csrf = hidden(&page.body, "csrf");
+    let form = [
+        ("action", "signin"),
+        ("csrf", csrf.as_str()),
+        ("username", username),
+        ("password", PASSWORD),
+    ];
+    let review =
+        w.h.post_form(
+            &format!("/consent/{id}"),
+            &[("cookie", format!("ap2_consent_csrf={csrf_cookie}"))],
+            &form,
+        )
+        .await;
+    let session = cookie(&review, "ap2_session");
+    (session, review)
+}
+
+async fn decide(w: &World, id: &str, session: &str, review: &Resp, action: &str) -> Resp {
+    let csrf = hidden(&review.body, "csrf");
+    w.h.post_form(
+        &format!("/consent/{id}"),
+        &[("cookie", format!("ap2_session={session}"))],
+        &[("action", action), ("csrf", csrf.as_str())],
+    )
+    .await
+}
+
+async fn propose(w: &World, a: &Actor, body: &Value) -> Resp {
+    w.call_as(a, "POST", "/v1/mandate-requests", Some(body))
+        .await
+}
+
+async fn whole_flow(store: Store, label: &str) {
+    let w = world(store).await;
+    let agent =
+        w.h.register(
+            "shopper",
+            &["mandates:request", "payments:present"],
+            0,
+            &[w.wallet_aud().as_str(), w.aud.as_str()],
+        )
+        .await;
+    w.h.user("alice").await;
+    let key = support::oauth::clone_key(&agent.key);
+    let alice = w
+        .token_with_scope(agent, "alice", "mandates:request", &w.wallet_aud())
+        .await;
+
+    // Propose.
+    let res = propose(&w, &alice, &proposal(&alice)).await;
+    assert_eq!(res.status, 201, "{label}: {}", res.body);
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        res.json()["consent_url"],
+        format!("{}/consent/{id}", w.h.issuer)
+    );
+    let status = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await;
+    assert_eq!(status.json()["status"], "pending", "{}", status.body);
+    assert!(status.json().get("payment_mandate").is_none());
+
+    // The human reviews: the agent, its owner, amounts in the currency's format, the merchant.
+    let (session, review) = sign_in(&w, &id, "alice").await;
+    assert_eq!(review.status, 200, "{}", review.body);
+    for expected in [
+        "shopper",
+        "ops@example.com",
+        "500.00 USD",
+        "300.00 USD",
+        "Example Shop",
+        "mer_shop_1",
+        "Boot",
+    ] {
+        assert!(
+            review.body.contains(expected),
+            "{label}: the page lacks {expected}: {}",
+            review.body
+        );
+    }
+    let csp = review.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(review.header("x-frame-options").as_deref(), Some("DENY"));
+
+    // A forged form (no anti-forgery token) changes nothing.
+    let forged =
+        w.h.post_form(
+            &format!("/consent/{id}"),
+            &[("cookie", format!("ap2_session={session}"))],
+            &[("action", "approve")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+
+    // Bob cannot decide alice's request.
+    w.h.user("bob").await;
+    let (_, bobs) = sign_in(&w, &id, "bob").await;
+    assert_eq!(bobs.status, 403, "{}", bobs.body);
+    assert!(bobs.body.contains("another person"));
+    let still = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await;
+    assert_eq!(still.json()["status"], "pending");
+
+    // Approve; a second approval is refused and signs nothing more.
+    let done = decide(&w, &id, &session, &review, "approve").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.body.contains("2 mandates were signed"),
+        "{}",
+        done.body
+    );
+    let again = decide(&w, &id, &session, &review, "approve").await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let fetched = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await;
+    let fetched = fetched.json();
+    assert_eq!(fetched["status"], "approved");
+    let open_checkout = fetched["checkout_mandate"].as_str().unwrap().to_owned();
+    let open_payment = fetched["payment_mandate"].as_str().unwrap().to_owned();
+    assert_eq!(
+        w.h.service
+            .store()
+            .issued_mandates(&id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The signed roots say who, for whom and under what.
+    let root = ap2_mandate::danger::insecure_decode_chain(&open_payment).unwrap();
+    let claims = &root[0].payload;
+    assert_eq!(claims["sub"], alice.user.as_str());
+    assert_eq!(claims["iss"], w.h.issuer.as_str());
+    assert_eq!(claims["delegation"]["agent_id"], alice.agent.id.as_str());
+    assert_eq!(
+        claims["delegation"]["grant_id"],
+        json!(alice.claims.grant_id)
+    );
+    assert_eq!(claims["delegation"]["consent_id"], id.as_str());
+    assert!(claims["status"]["status_list"]["idx"].is_i64());
+
+    // The agent closes them under the verifier's challenge and presents them: accepted.
+    let verifier_actor = w
+        .token_with_scope(
+            support::oauth::TestAgent {
+                id: alice.agent.id.clone(),
+                key,
+            },
+            "alice",
+            "payments:present",
+            &w.aud,
+        )
+        .await;
+    let pay = |checkout_id: &str| {
+        let (w, a, oc, op) = (
+            &w,
+            &verifier_actor,
+            open_checkout.clone(),
+            open_payment.clone(),
+        );
+        let checkout_id = checkout_id.to_owned();
+        async move {
+            let jwt = w.checkout(&checkout_id, 12900, "USD");
+            let nonce = w.challenge(a).await;
+            let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+                "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "USD"},
+                "payment_instrument": {"id": "pi_card_1", "type": "card"}});
+            let closing = close(&a.agent.key, &op, closed, &w.aud, &nonce, w.h.now()).unwrap();
+            json!({"payment_mandate": join(&[&op, &closing]), "checkout_jwt": jwt,
+                "checkout_mandate": w.order(&oc, &a.agent, &jwt)})
+        }
+    };
+    let res = w.present(&verifier_actor, &pay("chk_w1").await).await;
+    assert_eq!(res.json()["status"], "Success", "{label}: {}", res.body);
+    let res = w.present(&verifier_actor, &pay("chk_w2").await).await;
+    assert_eq!(res.json()["status"], "Success", "{label}: {}", res.body);
+    // The budget the human approved (300.00) stops the third 129.00.
+    let res = w.present(&verifier_actor, &pay("chk_w3").await).await;
+    assert_eq!(
+        res.json()["reasons"],
+        json!(["budget_exceeded"]),
+        "{label}: {}",
+        res.body
+    );
+
+    // Revoked: the verifier refuses it from then on.
+    let mandate_id = fetched["payment_mandate_id"].as_str().unwrap();
+    let res =
+        w.h.admin_json(
+            "POST",
+            &format!("/v1/mandates/{mandate_id}/revoke"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let res = w.present(&verifier_actor, &pay("chk_w4").await).await;
+    assert_eq!(
+        res.json()["reasons"],
+        json!(["mandate_revoked"]),
+        "{label}: {}",
+        res.body
+    );
+    let mandate = w.h.service.store().mandate(mandate_id).await.unwrap();
+    assert!(mandate.revoked_at.is_some());
+
+    // Every step is audited.
+    let records = w.h.service.store().tail(1000).await.unwrap();
+    for action in [
+        "mandate.request",
+        "mandate.consent",
+        "mandate.issue",
+        "mandate.revoke",
+    ] {
+        assert!(
+            records.iter().any(|r| r.record.action == action),
+            "{label}: no {action} record"
+        );
+    }
+    w.h.service.store().verify().await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_approve_fetch_close_verify_and_revoke() {
+    for (label, store) in support::stores().await {
+        whole_flow(store, label).await;
+    }
+}
+
+async fn refusals(store: Store, label: &str) {
+    let w = world(store).await;
+    let agent =
+        w.h.register(
+            "shopper",
+            &["mandates:request", "payments:present"],
+            0,
+            &[w.wallet_aud().as_str(), w.aud.as_str()],
+        )
+        .await;
+    w.h.user("alice").await;
+    let other_key = support::oauth::clone_key(&agent.key);
+    let alice = w
+        .token_with_scope(agent, "alice", "mandates:request", &w.wallet_aud())
+        .await;
+    let good = proposal(&alice);
+    let refused = |res: &Resp, rule: &str| {
+        assert_eq!(res.status, 400, "{label}: {}", res.body);
+        assert_eq!(res.error(), "invalid_request");
+        assert!(
+            res.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(rule),
+            "{label}: {}",
+            res.body
+        );
+    };
+    let with = |pointer: &str, value: Value| {
+        let mut body = good.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        body
+    };
+    refused(
+        &propose(
+            &w,
+            &alice,
+            &with("/payment/constraints/0/type", json!("payment.per_day_cap")),
+        )
+        .await,
+        "unknown",
+    );
+    refused(
+        &propose(&w, &alice, &with("/payment/constraints/0/max", json!(-5))).await,
+        "malformed",
+    );
+    refused(
+        &propose(
+            &w,
+            &alice,
+            &with("/payment/constraints/2/currency", json!("usd")),
+        )
+        .await,
+        "malformed",
+    );
+    refused(
+        &propose(
+            &w,
+            &alice,
+            &with(
+                "/checkout/constraints/1/type",
+                json!("payment.allowed_payees"),
+            ),
+        )
+        .await,
+        "wrong mandate",
+    );
+    let stranger = ap2_mandate::jose::SigningKey::generate(Some("x".into())).unwrap();
+    refused(
+        &propose(&w, &alice, &with("/cnf/jwk", stranger.public().to_value())).await,
+        "cnf is not the key",
+    );
+    refused(
+        &propose(&w, &alice, &with("/mode", json!("closed"))).await,
+        "only open",
+    );
+    let now = w.h.now();
+    let mut past = good.clone();
+    past["expires_at"] = json!(now - 1);
+    refused(&propose(&w, &alice, &past).await, "expires_at");
+    let mut long = good.clone();
+    long["expires_at"] = json!(now + 400 * 86400);
+    refused(&propose(&w, &alice, &long).await, "expires_at");
+    let mut reference = good.clone();
+    reference["payment"]["constraints"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "payment.reference", "conditional_transaction_id": "x"}));
+    refused(&propose(&w, &alice, &reference).await, "set by the wallet");
+    let mut unknown = good.clone();
+    unknown["note"] = json!("hi");
+    refused(&propose(&w, &alice, &unknown).await, "does not match");
+
+    // A token for the verifier, not the wallet; then a token of a disabled agent.
+    let wrong_aud = w
+        .token_with_scope(
+            support::oauth::TestAgent {
+                id: alice.agent.id.clone(),
+                key: other_key,
+            },
+            "alice",
+            "payments:present",
+            &w.aud,
+        )
+        .await;
+    let res = propose(&w, &wrong_aud, &good).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (401, "invalid_token"),
+        "{}",
+        res.body
+    );
+    // Nothing above stored a request.
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM consent_requests")
+        .fetch_one(w.h.service.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "{label}: refused proposals store nothing");
+
+    // Deny: nothing signed, the agent sees it denied.
+    let res = propose(&w, &alice, &good).await;
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    let (session, review) = sign_in(&w, &id, "alice").await;
+    let denied = decide(&w, &id, &session, &review, "deny").await;
+    assert_eq!(denied.status, 200);
+    assert!(denied.body.contains("Nothing was signed"));
+    let fetched = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await;
+    assert_eq!(fetched.json()["status"], "denied");
+    assert!(fetched.json().get("payment_mandate").is_none());
+    assert!(w
+        .h
+        .service
+        .store()
+        .issued_mandates(&id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Expired before the human decided.
+    let res = propose(&w, &alice, &good).await;
+    let late = res.json()["id"].as_str().unwrap().to_owned();
+    w.h.advance(601);
+    let alice = w
+        .token_with_scope(alice.agent, "alice", "mandates:request", &w.wallet_aud())
+        .await;
+    let (_, page) = sign_in(&w, &late, "alice").await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(page.body.contains("expired"));
+    let fetched = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{late}"), None)
+        .await;
+    assert_eq!(fetched.json()["status"], "expired");
+
+    // Another agent cannot read alice's agent's request.
+    let other =
+        w.h.register(
+            "other",
+            &["mandates:request"],
+            0,
+            &[w.wallet_aud().as_str()],
+        )
+        .await;
+    let other = w
+        .token_with_scope(other, "alice", "mandates:request", &w.wallet_aud())
+        .await;
+    let res = w
+        .call_as(&other, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await;
+    assert_eq!(res.status, 404, "{}", res.body);
+
+    // Disabled agent: its token stops at once.
+    w.h.service
+        .store()
+        .disable_agent(&alice.agent.id, w.h.now())
+        .await
+        .unwrap();
+    let res = propose(&w, &alice, &good).await;
+    assert_eq!(res.status, 401, "{}", res.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_proposals_and_decisions_sign_nothing() {
+    for (label, store) in support::stores().await {
+        refusals(store, label).await;
+    }
+}
