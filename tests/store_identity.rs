@@ -342,7 +342,8 @@ async fn disabling_an_agent_revokes_its_grants_and_tokens() {
             revoked,
             Revoked {
                 grants: 2,
-                tokens: 2
+                tokens: 2,
+                mandates: 0
             },
             "{name}"
         );
@@ -559,7 +560,8 @@ async fn revoking_a_grant_revokes_its_tokens_only() {
             store.revoke_grant("g-1", NOW + 1).await,
             Ok(Revoked {
                 grants: 1,
-                tokens: 2
+                tokens: 2,
+                mandates: 0
             }),
             "{name}"
         );

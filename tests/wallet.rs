@@ -242,6 +242,35 @@ async fn whole_flow(store: Store, label: &str) {
     let mandate = w.h.service.store().mandate(mandate_id).await.unwrap();
     assert!(mandate.revoked_at.is_some());
 
+    // Disabling the agent revokes every mandate it holds, at once.
+    let checkout_id = fetched["checkout_mandate_id"].as_str().unwrap();
+    assert!(w
+        .h
+        .service
+        .store()
+        .mandate(checkout_id)
+        .await
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let res =
+        w.h.admin_json(
+            "POST",
+            &format!("/v1/agents/{}/disable", alice.agent.id),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.json()["revoked_mandates"], 1, "{}", res.body);
+    assert!(w
+        .h
+        .service
+        .store()
+        .mandate(checkout_id)
+        .await
+        .unwrap()
+        .revoked_at
+        .is_some());
+
     // Every step is audited.
     let records = w.h.service.store().tail(1000).await.unwrap();
     for action in [

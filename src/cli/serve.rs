@@ -14,8 +14,9 @@ use ap2_mandate::identity::{TokenService, TokenServiceConfig};
 use ap2_mandate::jose::KeySet;
 use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::{FederatedCredential, IdentityRecords as _, UserStatus};
-use ap2_mandate::store::{MasterKey, Store, StoreConfig};
+use ap2_mandate::store::{KeyVault as _, MasterKey, Store, StoreConfig};
 use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, VerifierService};
+use ap2_mandate::wallet::{WalletConfig, WalletService, MANDATE_KEY_PURPOSE};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -71,10 +72,12 @@ pub struct ServeArgs {
     verifier: VerifierArgs,
 }
 
-/// The verifier role: it runs when at least one mandate issuer and one merchant are trusted.
+/// The verifier role: it runs when at least one merchant is trusted; it trusts this instance's
+/// wallet and any other mandate issuers named here.
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
-    /// A JWKS file of a wallet whose mandates must carry delegation evidence (repeatable).
+    /// A JWKS file of another wallet whose mandates must carry delegation evidence (repeatable;
+    /// this instance's own wallet is always trusted).
     #[arg(
         long = "trust-issuer",
         env = "AP2_TRUST_ISSUERS",
@@ -223,12 +226,33 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let mut state =
             AppState::new(service.clone(), &admin, system_clock()).with_limits(limits);
-        match verifier_service(&args.verifier, service.config().issuer.as_str(), service.clone())? {
+        let issuer = service.config().issuer.clone();
+        let wallet = WalletService::new(WalletConfig::new(&issuer), service.clone())
+            .await
+            .map_err(|e| anyhow!("wallet: {e}"))?;
+        // Made on first start; every unretired mandate key is trusted (two instances starting
+        // together may each make one).
+        service
+            .purpose_key(MANDATE_KEY_PURPOSE, now())
+            .await
+            .map_err(|e| anyhow!("wallet signing key: {}", e.reason()))?;
+        let mut own_keys = KeySet::new();
+        let prefix = format!("{MANDATE_KEY_PURPOSE}-");
+        for key in service.store().verification_keys(now()).await? {
+            if key.kid().is_some_and(|kid| kid.starts_with(&prefix)) {
+                own_keys
+                    .insert(key)
+                    .map_err(|e| anyhow!("the wallet's keys: {e}"))?;
+            }
+        }
+        tracing::info!(audience = %wallet.config().audience, "wallet role on");
+        state = state.with_wallet(Arc::new(wallet));
+        match verifier_service(&args.verifier, &issuer, own_keys, service.clone())? {
             Some(verifier) => {
                 tracing::info!(audience = %verifier.config().audience, "verifier role on");
                 state = state.with_verifier(Arc::new(verifier));
             }
-            None => tracing::info!("verifier role off: no trusted mandate issuer and merchant"),
+            None => tracing::info!("verifier role off: no trusted merchant (--trust-merchant)"),
         }
         let listener = tokio::net::TcpListener::bind(&args.bind)
             .await
@@ -341,7 +365,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!("{}", e.reason()))?;
                 println!(
                     "{}",
-                    json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens})
+                    json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens, "revoked_mandates": revoked.mandates})
                 );
             }
         }
@@ -415,18 +439,24 @@ async fn open_service(
 fn verifier_service(
     args: &VerifierArgs,
     issuer: &str,
+    own_wallet: KeySet,
     tokens: Arc<TokenService>,
 ) -> anyhow::Result<Option<VerifierService>> {
     let issuers_given = !(args.trust_issuers.is_empty() && args.trust_issuers_cnf_only.is_empty());
-    if !issuers_given && args.trust_merchants.is_empty() {
-        return Ok(None);
+    if args.trust_merchants.is_empty() {
+        return match issuers_given {
+            false => Ok(None),
+            true => Err(anyhow!(
+                "--trust-issuer needs --trust-merchant: the verifier must know whose checkouts to accept"
+            )),
+        };
     }
-    if !issuers_given || args.trust_merchants.is_empty() {
-        return Err(anyhow!(
-            "the verifier needs both --trust-issuer (or --trust-issuer-cnf-only) and --trust-merchant"
-        ));
-    }
-    let mut issuers = Vec::new();
+    // This instance's own wallet is trusted like any wallet: its mandates carry evidence.
+    let mut issuers = vec![IssuerProfile {
+        name: "this instance's wallet".into(),
+        keys: own_wallet,
+        evidence: EvidenceRule::Required,
+    }];
     for (paths, evidence) in [
         (&args.trust_issuers, EvidenceRule::Required),
         (&args.trust_issuers_cnf_only, EvidenceRule::CnfOnly),

@@ -78,6 +78,7 @@ pub async fn disable(
         "status": "disabled",
         "revoked_grants": revoked.grants,
         "revoked_tokens": revoked.tokens,
+        "revoked_mandates": revoked.mandates,
     })))
 }
 

@@ -225,17 +225,29 @@ const ROUTES: &[&str] = &[
     "/v1/challenges",
     "/v1/checkouts/verify",
     "/v1/payments/verify",
+    "/v1/mandate-requests",
 ];
 
 fn route_of(path: &str) -> &'static str {
     if let Some(route) = ROUTES.iter().find(|r| **r == path) {
         return route;
     }
-    match path.strip_prefix("/v1/agents/") {
-        Some(rest) if rest.ends_with("/disable") => "/v1/agents/{id}/disable",
-        Some(_) => "/v1/agents/{id}",
-        None => "other",
+    if let Some(rest) = path.strip_prefix("/v1/agents/") {
+        return match rest.ends_with("/disable") {
+            true => "/v1/agents/{id}/disable",
+            false => "/v1/agents/{id}",
+        };
     }
+    if path.starts_with("/v1/mandate-requests/") {
+        return "/v1/mandate-requests/{id}";
+    }
+    if path.starts_with("/v1/mandates/") && path.ends_with("/revoke") {
+        return "/v1/mandates/{id}/revoke";
+    }
+    if path.starts_with("/consent/") {
+        return "/consent/{id}";
+    }
+    "other"
 }
 
 #[cfg(test)]

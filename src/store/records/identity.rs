@@ -208,8 +208,13 @@ impl IdentityRecords for Store {
         let grants = revoke_grants_where(&mut tx, "agent_id", id, now).await?;
         let mut tokens = revoke_tokens_where(&mut tx, "agent_id", id).await?;
         tokens += revoke_tokens_delegated_by(&mut tx, id).await?;
+        let mandates = super::wallet::revoke_mandates_where(&mut tx, "agent_id", id, now).await?;
         tx.commit().await?;
-        Ok(Revoked { grants, tokens })
+        Ok(Revoked {
+            grants,
+            tokens,
+            mandates,
+        })
     }
 
     async fn create_grant(&self, grant: &Grant) -> Result<(), RecordError> {
@@ -240,8 +245,13 @@ impl IdentityRecords for Store {
             return Err(StoreError::NotFound);
         }
         let tokens = revoke_tokens_where(&mut tx, "grant_id", id).await?;
+        let mandates = super::wallet::revoke_mandates_where(&mut tx, "grant_id", id, now).await?;
         tx.commit().await?;
-        Ok(Revoked { grants, tokens })
+        Ok(Revoked {
+            grants,
+            tokens,
+            mandates,
+        })
     }
 
     async fn record_token(&self, token: &TokenRecord) -> Result<(), RecordError> {

@@ -361,6 +361,8 @@ pub struct Revoked {
     pub grants: u64,
     /// Tokens revoked by this call.
     pub tokens: u64,
+    /// Mandates revoked by this call (their status bits set).
+    pub mandates: u64,
 }
 
 /// Why a write was refused; nothing was written.

@@ -448,7 +448,7 @@ async fn require_approved_consent(
 }
 
 /// Revokes the unrevoked mandates whose `column` (a fixed name, never input) equals `value`.
-async fn revoke_mandates_where(
+pub(super) async fn revoke_mandates_where(
     tx: &mut Transaction<'_, Any>,
     column: &'static str,
     value: &str,
