@@ -482,3 +482,107 @@ async fn bad_proposals_and_decisions_sign_nothing() {
         refusals(store, label).await;
     }
 }
+
+/// The wire shape of a decoded root hop: header members, payload claim names, the mandate
+/// object's members, and how many members each disclosure has (2: array element, 3: property).
+fn shape(chain: &str) -> (Vec<String>, Vec<String>, Vec<String>, Vec<usize>) {
+    let hops = ap2_mandate::danger::insecure_decode_chain(chain).unwrap();
+    let root = &hops[0];
+    let keys = |m: &serde_json::Map<String, Value>| {
+        let mut k: Vec<String> = m.keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let resolved = root.resolved.as_ref().unwrap();
+    let mandate = resolved["delegate_payload"][0].as_object().unwrap();
+    let sizes = root
+        .disclosures
+        .iter()
+        .map(|d| {
+            serde_json::from_slice::<Vec<Value>>(
+                &ap2_mandate::jose::b64::decode(d.encoded()).unwrap(),
+            )
+            .unwrap()
+            .len()
+        })
+        .collect();
+    (
+        keys(&root.header),
+        keys(&root.payload),
+        keys(mandate),
+        sizes,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_mandates_have_the_reference_sdk_wire_shape() {
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
+        &support::sqlite_path(),
+    ))
+    .await
+    .unwrap();
+    let w = world(store).await;
+    let agent =
+        w.h.register(
+            "shopper",
+            &["mandates:request"],
+            0,
+            &[w.wallet_aud().as_str()],
+        )
+        .await;
+    w.h.user("alice").await;
+    let alice = w
+        .token_with_scope(agent, "alice", "mandates:request", &w.wallet_aud())
+        .await;
+    let res = propose(&w, &alice, &proposal(&alice)).await;
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    let (session, review) = sign_in(&w, &id, "alice").await;
+    assert_eq!(
+        decide(&w, &id, &session, &review, "approve").await.status,
+        200
+    );
+    let fetched = w
+        .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+        .await
+        .json();
+    let ours = shape(fetched["payment_mandate"].as_str().unwrap());
+
+    // Set A's payment root, made by Google's AP2 reference SDK.
+    let case: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/ap2-v0.2/cases/valid_hnp_payment.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let sdk_root = case["chain"]
+        .as_str()
+        .unwrap()
+        .split("~~")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "~";
+    let sdk = shape(&sdk_root);
+
+    // Same header members (alg ES256, kid, typ) and the same mandate object members.
+    assert_eq!(ours.0, sdk.0);
+    assert_eq!(ours.2, sdk.2, "mandate object members");
+    // Every claim the SDK's root has, ours has; ours adds exactly who, for whom and under what.
+    for claim in &sdk.1 {
+        assert!(ours.1.contains(claim), "missing {claim}");
+    }
+    let extra: Vec<&String> = ours.1.iter().filter(|c| !sdk.1.contains(c)).collect();
+    assert_eq!(extra, ["delegation", "exp", "iat", "iss", "status", "sub"]);
+    // Disclosures: array elements only (allowed entries, then the mandate itself last), as the SDK.
+    assert!(ours.3.iter().all(|n| *n == 2) && sdk.3.iter().all(|n| *n == 2));
+    let hops =
+        ap2_mandate::danger::insecure_decode_chain(fetched["payment_mandate"].as_str().unwrap())
+            .unwrap();
+    let last = hops[0].disclosures.last().unwrap();
+    assert!(
+        last.value().get("vct").is_some(),
+        "the mandate's own disclosure comes last"
+    );
+}
