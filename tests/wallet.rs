@@ -242,6 +242,45 @@ async fn whole_flow(store: Store, label: &str) {
     let mandate = w.h.service.store().mandate(mandate_id).await.unwrap();
     assert!(mandate.revoked_at.is_some());
 
+    // The status list token says so too: signed by a key of our JWKS, its bit set, the
+    // checkout mandate's bit clear.
+    let uri = claims["status"]["status_list"]["uri"].as_str().unwrap();
+    let path = uri.strip_prefix(w.h.issuer.as_str()).unwrap();
+    let res = w.h.call("GET", path, &[], None).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        res.header("content-type").as_deref(),
+        Some("application/statuslist+jwt")
+    );
+    let jwks =
+        w.h.call("GET", "/.well-known/jwks.json", &[], None)
+            .await
+            .json();
+    let keys = ap2_mandate::jose::KeySet::from_jwks(&jwks).unwrap();
+    let jws = ap2_mandate::jose::UnverifiedJws::parse(
+        &res.body,
+        &ap2_mandate::jose::HeaderPolicy::trusted_key(ap2_mandate::jose::TypRule::OneOf(&[
+            "statuslist+jwt",
+        ])),
+    )
+    .unwrap();
+    let list = keys.verify(jws).unwrap().into_claims();
+    assert_eq!(list["sub"], uri);
+    assert_eq!(list["status_list"]["bits"], 1);
+    let lst = ap2_mandate::jose::b64::decode(list["status_list"]["lst"].as_str().unwrap()).unwrap();
+    let bits = miniz_oxide::inflate::decompress_to_vec_zlib(&lst).unwrap();
+    let bit = |idx: i64| (bits[(idx / 8) as usize] >> (idx % 8)) & 1;
+    let checkout_root = ap2_mandate::danger::insecure_decode_chain(&open_checkout).unwrap();
+    let checkout_idx = checkout_root[0].payload["status"]["status_list"]["idx"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        bit(mandate.status_index),
+        1,
+        "{label}: the revoked mandate's bit"
+    );
+    assert_eq!(bit(checkout_idx), 0, "{label}: the other mandate's bit");
+
     // Disabling the agent revokes every mandate it holds, at once.
     let checkout_id = fetched["checkout_mandate_id"].as_str().unwrap();
     assert!(w

@@ -244,6 +244,9 @@ fn route_of(path: &str) -> &'static str {
     if path.starts_with("/v1/mandates/") && path.ends_with("/revoke") {
         return "/v1/mandates/{id}/revoke";
     }
+    if path.starts_with("/v1/status-lists/") {
+        return "/v1/status-lists/{id}";
+    }
     if path.starts_with("/consent/") {
         return "/consent/{id}";
     }

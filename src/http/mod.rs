@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/mandate-requests", post(wallet::propose))
         .route("/v1/mandate-requests/{id}", get(wallet::fetch))
         .route("/v1/mandates/{id}/revoke", post(wallet::revoke))
+        .route("/v1/status-lists/{id}", get(wallet::status_list))
         .route("/consent/{id}", get(wallet::show).post(wallet::submit))
         .route("/v1/challenges", post(verify::challenge))
         .route(

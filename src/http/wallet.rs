@@ -190,6 +190,26 @@ pub async fn revoke(
     ))
 }
 
+/// `GET /v1/status-lists/{id}`: the signed status list token.
+pub async fn status_list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WalletApiError> {
+    let wallet = served(&state)?;
+    let token = wallet.status_list_token(&id, state.now()).await?;
+    let mut response = token.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/statuslist+jwt"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    Ok(response)
+}
+
 /// `GET /consent/{id}`: sign in, or review the request.
 pub async fn show(
     State(state): State<AppState>,

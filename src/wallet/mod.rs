@@ -32,6 +32,15 @@ pub const REQUEST_SCOPE: &str = "mandates:request";
 /// The key purpose mandates are signed under.
 pub const MANDATE_KEY_PURPOSE: &str = "mandates";
 
+/// The key purpose status list tokens are signed under.
+pub const STATUS_KEY_PURPOSE: &str = "status";
+
+/// The `typ` of a status list token (OAuth Token Status List).
+pub const STATUS_LIST_TYP: &str = "statuslist+jwt";
+
+/// How long a relying party may cache a status list token, seconds.
+const STATUS_LIST_TTL: i64 = 60;
+
 /// The root `typ` of the mandates we sign (the one AP2's reference SDK uses is accepted too).
 pub const ROOT_TYP: &str = "dc+sd-jwt";
 
@@ -387,6 +396,43 @@ impl WalletService {
             self.tokens.store().append(&record).await?;
         }
         Ok(issued)
+    }
+
+    /// The status list token of list `id` (OAuth Token Status List): one bit per mandate, set
+    /// when it is revoked, zlib-compressed, signed ES256 by this instance.
+    pub async fn status_list_token(&self, id: &str, now: i64) -> Result<String, WalletError> {
+        let store = self.tokens.store();
+        let list = store.status_list(id).await?;
+        let entries =
+            usize::try_from(list.next_index.max(1)).map_err(|_| WalletError::Unavailable)?;
+        let mut bits = vec![0u8; entries.div_ceil(8)];
+        for index in store.revoked_indexes(id).await? {
+            let i = usize::try_from(index).map_err(|_| WalletError::Unavailable)?;
+            if let Some(byte) = bits.get_mut(i / 8) {
+                *byte |= 1 << (i % 8);
+            }
+        }
+        let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&bits, 9);
+        let claims = json!({
+            "sub": format!("{}/v1/status-lists/{id}", self.config.issuer),
+            "iss": self.config.issuer,
+            "iat": now,
+            "exp": now + 2 * STATUS_LIST_TTL,
+            "ttl": STATUS_LIST_TTL,
+            "status_list": {"bits": 1, "lst": crate::jose::b64::encode(compressed)},
+        });
+        let key = self
+            .tokens
+            .purpose_key(STATUS_KEY_PURPOSE, now)
+            .await
+            .map_err(|_| WalletError::Unavailable)?;
+        crate::jose::sign_compact(
+            &key,
+            Some(STATUS_LIST_TYP),
+            false,
+            claims.to_string().as_bytes(),
+        )
+        .map_err(|_| WalletError::Unavailable)
     }
 
     async fn issue(
