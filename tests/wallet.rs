@@ -624,4 +624,94 @@ async fn issued_mandates_have_the_reference_sdk_wire_shape() {
         last.value().get("vct").is_some(),
         "the mandate's own disclosure comes last"
     );
+
+    // The human's own list: both mandates, each with a revoke button; bob cannot revoke them.
+    let checkout_id = fetched["checkout_mandate_id"].as_str().unwrap();
+    let (alice_session, list) = sign_in_at(&w, "/mandates", "alice").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(
+        list.body.contains(checkout_id) && list.body.contains("shopper"),
+        "{}",
+        list.body
+    );
+    w.h.user("bob").await;
+    let (bob_session, bob_list) = sign_in_at(&w, "/mandates", "bob").await;
+    assert!(bob_list.body.contains("no active mandates"));
+    // Bob's own valid anti-forgery token, so only the ownership check can stop him.
+    let bob_csrf =
+        w.h.service
+            .session(&bob_session, w.h.now())
+            .await
+            .unwrap()
+            .unwrap()
+            .csrf;
+    let res =
+        w.h.post_form(
+            "/mandates",
+            &[("cookie", format!("ap2_session={bob_session}"))],
+            &[
+                ("action", "revoke"),
+                ("csrf", bob_csrf.as_str()),
+                ("mandate", checkout_id),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(w
+        .h
+        .service
+        .store()
+        .mandate(checkout_id)
+        .await
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let csrf = hidden(&list.body, "csrf");
+    let res =
+        w.h.post_form(
+            "/mandates",
+            &[("cookie", format!("ap2_session={alice_session}"))],
+            &[
+                ("action", "revoke"),
+                ("csrf", csrf.as_str()),
+                ("mandate", checkout_id),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(res.body.contains("revoked"));
+    assert!(
+        !res.body.contains(checkout_id),
+        "a revoked mandate leaves the list"
+    );
+    assert!(w
+        .h
+        .service
+        .store()
+        .mandate(checkout_id)
+        .await
+        .unwrap()
+        .revoked_at
+        .is_some());
+}
+
+/// Signs in on a page with a sign-in form at `path`; the session cookie and the next page.
+async fn sign_in_at(w: &World, path: &str, username: &str) -> (String, Resp) {
+    let page = w.h.call("GET", path, &[], None).await;
+    let csrf_cookie = cookie(&page, "ap2_consent_csrf");
+    let csrf = hidden(&page.body, "csrf");
+    let form = [
+        ("action", "signin"),
+        ("csrf", csrf.as_str()),
+        ("username", username),
+        ("password", PASSWORD),
+    ];
+    let next =
+        w.h.post_form(
+            path,
+            &[("cookie", format!("ap2_consent_csrf={csrf_cookie}"))],
+            &form,
+        )
+        .await;
+    (cookie(&next, "ap2_session"), next)
 }

@@ -226,6 +226,7 @@ const ROUTES: &[&str] = &[
     "/v1/checkouts/verify",
     "/v1/payments/verify",
     "/v1/mandate-requests",
+    "/mandates",
 ];
 
 fn route_of(path: &str) -> &'static str {

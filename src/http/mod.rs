@@ -143,6 +143,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/mandates/{id}/revoke", post(wallet::revoke))
         .route("/v1/status-lists/{id}", get(wallet::status_list))
         .route("/consent/{id}", get(wallet::show).post(wallet::submit))
+        .route(
+            "/mandates",
+            get(wallet::my_mandates).post(wallet::my_mandates_submit),
+        )
         .route("/v1/challenges", post(verify::challenge))
         .route(
             "/v1/checkouts/verify",

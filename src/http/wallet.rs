@@ -423,6 +423,16 @@ async fn review_page(
 }
 
 fn sign_in_page(id: &str, message: Option<&str>, status: StatusCode) -> Response {
+    sign_in_form(
+        &format!("/consent/{}", escape(id)),
+        "Sign in to review a request from an agent.",
+        message,
+        status,
+    )
+}
+
+/// A sign-in form posting to `action`, with a double-submit anti-forgery cookie.
+fn sign_in_form(action: &str, lead: &str, message: Option<&str>, status: StatusCode) -> Response {
     let Ok(csrf) = random_token(24) else {
         return unavailable();
     };
@@ -430,14 +440,14 @@ fn sign_in_page(id: &str, message: Option<&str>, status: StatusCode) -> Response
         format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m))
     });
     let body = format!(
-        "{notice}<p>Sign in to review a request from an agent.</p>\
-         <form method=\"post\" action=\"/consent/{id}\">\
+        "{notice}<p>{lead}</p>\
+         <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"action\" value=\"signin\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\" id=\"signin\">Sign in</button></form>",
-        id = escape(id),
+        lead = escape(lead),
     );
     let mut response = page(status, "Sign in", &body);
     let set = format!(
@@ -522,4 +532,163 @@ impl WalletService {
         crate::store::AuditLog::append(store, &record).await?;
         Ok(changed)
     }
+}
+
+/// `GET /mandates`: the signed-in user's active mandates, each with a revoke button.
+pub async fn my_mandates(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.wallet.is_none() {
+        return not_found();
+    }
+    let now = state.now();
+    match current_session(&state, &headers, now).await {
+        Some(session) => mandates_page(&state, &session, None, now).await,
+        None => sign_in_form(
+            "/mandates",
+            "Sign in to see the mandates you approved.",
+            None,
+            StatusCode::OK,
+        ),
+    }
+}
+
+/// `POST /mandates`: sign in, or revoke one mandate.
+pub async fn my_mandates_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(wallet) = served(&state) else {
+        return not_found();
+    };
+    let Ok(form) = Form::parse(&headers, &body) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>The form is malformed.</p>",
+        );
+    };
+    let now = state.now();
+    match form.get("action") {
+        Some("signin") => {
+            let expected = cookie(&headers, CONSENT_CSRF_COOKIE).unwrap_or_default();
+            if expected.is_empty()
+                || !ct_eq(
+                    expected.as_bytes(),
+                    form.get("csrf").unwrap_or("").as_bytes(),
+                )
+            {
+                return forbidden();
+            }
+            let password = Password::new(form.get("password").unwrap_or(""));
+            let user = match state
+                .tokens
+                .sign_in(form.get("username").unwrap_or(""), &password, now)
+                .await
+            {
+                Ok(Ok(user)) => user,
+                Ok(Err(_)) => {
+                    return sign_in_form(
+                        "/mandates",
+                        "Sign in to see the mandates you approved.",
+                        Some("Sign-in failed."),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                }
+                Err(_) => return unavailable(),
+            };
+            let Ok((value, session)) = state.tokens.start_session(&user, now).await else {
+                return unavailable();
+            };
+            let mut response = mandates_page(&state, &session, None, now).await;
+            let secure = if state.tokens.config().issuer.starts_with("https://") {
+                "; Secure"
+            } else {
+                ""
+            };
+            let set = format!(
+                "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+                session.exp - now
+            );
+            if let Ok(v) = HeaderValue::from_str(&set) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Some("revoke") => {
+            let Some(session) = current_session(&state, &headers, now).await else {
+                return sign_in_form(
+                    "/mandates",
+                    "Sign in to see the mandates you approved.",
+                    Some("Your session ended."),
+                    StatusCode::UNAUTHORIZED,
+                );
+            };
+            if !ct_eq(
+                form.get("csrf").unwrap_or("").as_bytes(),
+                session.csrf.as_bytes(),
+            ) {
+                return forbidden();
+            }
+            let id = form.get("mandate").unwrap_or("");
+            match wallet.revoke(id, Some(&session.user_id), now).await {
+                Ok(_) => {
+                    mandates_page(
+                        &state,
+                        &session,
+                        Some("The mandate is revoked. Verifiers refuse it from now on."),
+                        now,
+                    )
+                    .await
+                }
+                Err(WalletError::Forbidden(_)) | Err(WalletError::NotFound) => page(
+                    StatusCode::FORBIDDEN,
+                    "Not your mandate",
+                    "<p id=\"outcome\">This mandate is not one of yours. Nothing was changed.</p>",
+                ),
+                Err(e) => wallet_error_page(e),
+            }
+        }
+        _ => page(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "<p>Unknown action.</p>",
+        ),
+    }
+}
+
+async fn mandates_page(
+    state: &AppState,
+    session: &Session,
+    notice: Option<&str>,
+    now: i64,
+) -> Response {
+    let store = state.tokens.store();
+    let Ok(mandates) = store.active_mandates_of_user(&session.user_id, now).await else {
+        return unavailable();
+    };
+    let mut rows = String::new();
+    for m in &mandates {
+        let agent = store
+            .agent(&m.agent_id)
+            .await
+            .map_or_else(|_| m.agent_id.clone(), |a| format!("{} ({})", a.name, a.id));
+        rows.push_str(&format!(
+            "<li><code class=\"mandate\">{id}</code> for <span>{agent}</span>, until {until}\
+             <form method=\"post\" action=\"/mandates\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"mandate\" value=\"{id}\">\
+             <button type=\"submit\" name=\"action\" value=\"revoke\">Revoke</button></form></li>",
+            id = escape(&m.id),
+            agent = escape(&agent),
+            until = escape(&crate::calendar::format_utc(m.exp)),
+            csrf = escape(&session.csrf),
+        ));
+    }
+    let notice = notice.map_or(String::new(), |n| {
+        format!("<p id=\"outcome\" role=\"status\">{}</p>", escape(n))
+    });
+    let list = match rows.is_empty() {
+        true => "<p>You have no active mandates.</p>".to_owned(),
+        false => format!("<ul id=\"mandates\">{rows}</ul>"),
+    };
+    page(StatusCode::OK, "Your mandates", &format!("{notice}{list}"))
 }

@@ -331,6 +331,24 @@ impl Store {
         Ok(issued)
     }
 
+    /// A user's mandates that are neither revoked nor expired, newest first.
+    pub async fn active_mandates_of_user(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<MandateRecord>, StoreError> {
+        let sql = format!(
+            "{MANDATE_SELECT} WHERE user_id = $1 AND revoked_at IS NULL AND exp > $2 \
+             ORDER BY status_list_id, status_index DESC LIMIT 200"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(mandate_from).collect()
+    }
+
     /// The mandates issued for a consent request, checkout first.
     pub async fn issued_mandates(
         &self,
