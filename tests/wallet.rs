@@ -426,6 +426,34 @@ async fn refusals(store: Store, label: &str) {
     unknown["note"] = json!("hi");
     refused(&propose(&w, &alice, &unknown).await, "does not match");
 
+    // Each refused proposal is audited with its reason, and stores nothing else.
+    let records = w.h.service.store().tail(1000).await.unwrap();
+    let refusals = records
+        .iter()
+        .filter(|r| r.record.action == "mandate.request" && r.record.outcome == "refused")
+        .count();
+    assert_eq!(refusals, 10, "{label}");
+
+    // A token for the wallet without the scope.
+    let scopeless = w
+        .token_with_scope(
+            support::oauth::TestAgent {
+                id: alice.agent.id.clone(),
+                key: support::oauth::clone_key(&alice.agent.key),
+            },
+            "alice",
+            "payments:present",
+            &w.wallet_aud(),
+        )
+        .await;
+    let res = propose(&w, &scopeless, &good).await;
+    assert_eq!(
+        (res.status, res.error().as_str()),
+        (403, "insufficient_scope"),
+        "{}",
+        res.body
+    );
+
     // A token for the verifier, not the wallet; then a token of a disabled agent.
     let wrong_aud = w
         .token_with_scope(
@@ -714,4 +742,63 @@ async fn sign_in_at(w: &World, path: &str, username: &str) -> (String, Resp) {
         )
         .await;
     (cookie(&next, "ap2_session"), next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_approvals_sign_once() {
+    for (label, store) in support::stores().await {
+        let w = std::sync::Arc::new(world(store).await);
+        let agent =
+            w.h.register(
+                "shopper",
+                &["mandates:request"],
+                0,
+                &[w.wallet_aud().as_str()],
+            )
+            .await;
+        w.h.user("alice").await;
+        let alice = w
+            .token_with_scope(agent, "alice", "mandates:request", &w.wallet_aud())
+            .await;
+        let res = propose(&w, &alice, &proposal(&alice)).await;
+        let id = res.json()["id"].as_str().unwrap().to_owned();
+        let (session, review) = sign_in(&w, &id, "alice").await;
+        let csrf = hidden(&review.body, "csrf");
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let (w, id, session, csrf) = (w.clone(), id.clone(), session.clone(), csrf.clone());
+            tasks.push(tokio::spawn(async move {
+                w.h.post_form(
+                    &format!("/consent/{id}"),
+                    &[("cookie", format!("ap2_session={session}"))],
+                    &[("action", "approve"), ("csrf", csrf.as_str())],
+                )
+                .await
+                .status
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{label}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 409),
+            "{label}: {statuses:?}"
+        );
+        assert_eq!(
+            w.h.service
+                .store()
+                .issued_mandates(&id)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "{label}"
+        );
+    }
 }

@@ -218,9 +218,31 @@ impl WalletService {
         body: &[u8],
         now: i64,
     ) -> Result<ConsentRequest, WalletError> {
-        let text =
-            std::str::from_utf8(body).map_err(|_| WalletError::Invalid("body is not UTF-8"))?;
-        self.review(text, caller, now)?;
+        let reviewed = std::str::from_utf8(body)
+            .map_err(|_| WalletError::Invalid("body is not UTF-8"))
+            .and_then(|text| self.review(text, caller, now).map(|_| text));
+        let text = match reviewed {
+            Ok(text) => text,
+            Err(e) => {
+                // Who asked, for whom, under what, and why not; the body itself stays out.
+                let record = AuditRecord {
+                    at: now,
+                    action: "mandate.request".into(),
+                    outcome: "refused".into(),
+                    reason: Some(e.to_string()),
+                    agent_id: Some(caller.client_id.clone()),
+                    actor_chain: caller.actors.iter().skip(1).cloned().collect(),
+                    user_id: Some(caller.sub.clone()),
+                    grant_id: caller.grant_id.clone(),
+                    token_jti: Some(caller.jti.clone()),
+                    scope: Some(REQUEST_SCOPE.into()),
+                    correlation_id: caller.jti.clone(),
+                    ..AuditRecord::default()
+                };
+                self.tokens.store().append(&record).await?;
+                return Err(e);
+            }
+        };
         let consent = ConsentRequest {
             id: format!(
                 "mr_{}",
@@ -363,39 +385,45 @@ impl WalletService {
         }
         let caller = caller_of(&consent);
         let reviewed = self.review(&consent.body, &caller, consent.created_at)?;
-        match store.decide_consent(id, user_id, approve, now).await? {
-            Ok(()) => {}
-            Err(ConsentRefusal::NotFound) => return Err(WalletError::NotFound),
-            Err(ConsentRefusal::OtherUser) => {
-                return Err(WalletError::Forbidden("this request is another user's"))
+        let refusal = if approve {
+            match self.issue(&consent, &reviewed, now).await? {
+                Ok(issued) => {
+                    self.audit(&consent, "mandate.consent", "success", None, now)
+                        .await?;
+                    for m in &issued {
+                        let mut record =
+                            self.record(&consent, "mandate.issue", "success", None, now);
+                        record.mandate_hash = Some(root_hash(&m.sd_jwt));
+                        self.tokens.store().append(&record).await?;
+                    }
+                    return Ok(issued);
+                }
+                Err(refusal) => refusal,
             }
-            Err(ConsentRefusal::AlreadyDecided) => {
-                return Err(WalletError::Conflict("this request was decided already"))
+        } else {
+            match store.decide_consent(id, user_id, false, now).await? {
+                Ok(()) => {
+                    self.audit(
+                        &consent,
+                        "mandate.consent",
+                        "refused",
+                        Some("denied by the user"),
+                        now,
+                    )
+                    .await?;
+                    return Ok(Vec::new());
+                }
+                Err(refusal) => refusal,
             }
-            Err(ConsentRefusal::Expired) => {
-                return Err(WalletError::Conflict("this request has expired"))
+        };
+        Err(match refusal {
+            ConsentRefusal::NotFound => WalletError::NotFound,
+            ConsentRefusal::OtherUser => WalletError::Forbidden("this request is another user's"),
+            ConsentRefusal::AlreadyDecided => {
+                WalletError::Conflict("this request was decided already")
             }
-        }
-        if !approve {
-            self.audit(
-                &consent,
-                "mandate.consent",
-                "refused",
-                Some("denied by the user"),
-                now,
-            )
-            .await?;
-            return Ok(Vec::new());
-        }
-        self.audit(&consent, "mandate.consent", "success", None, now)
-            .await?;
-        let issued = self.issue(&consent, &reviewed, now).await?;
-        for m in &issued {
-            let mut record = self.record(&consent, "mandate.issue", "success", None, now);
-            record.mandate_hash = Some(root_hash(&m.sd_jwt));
-            self.tokens.store().append(&record).await?;
-        }
-        Ok(issued)
+            ConsentRefusal::Expired => WalletError::Conflict("this request has expired"),
+        })
     }
 
     /// The status list token of list `id` (OAuth Token Status List): one bit per mandate, set
@@ -440,7 +468,7 @@ impl WalletService {
         consent: &ConsentRequest,
         reviewed: &Reviewed,
         now: i64,
-    ) -> Result<Vec<IssuedMandate>, WalletError> {
+    ) -> Result<Result<Vec<IssuedMandate>, ConsentRefusal>, WalletError> {
         let key = self
             .tokens
             .purpose_key(MANDATE_KEY_PURPOSE, now)
@@ -511,7 +539,7 @@ impl WalletService {
         Ok(self
             .tokens
             .store()
-            .issue_mandates(&batch, &kinds, &mut sign)
+            .approve_and_issue(&batch, now, &kinds, &mut sign)
             .await?)
     }
 

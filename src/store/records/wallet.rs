@@ -279,16 +279,33 @@ pub type SignMandate<'a> =
     dyn FnMut(&str, i64, &str) -> Result<(String, String), RecordError> + Send + 'a;
 
 impl Store {
-    /// Issues the mandates of an approved consent in one transaction: while the agent, the grant
-    /// and the approval are held, takes a status index for each `(kind, id)`, has `sign` sign it,
-    /// and stores the mandate and its SD-JWT. All of them or none; a consent issues once.
-    pub async fn issue_mandates(
+    /// Approves a pending consent request and issues its mandates in one transaction: the
+    /// approval is a conditional update (of racing decisions one wins), then, while the agent and
+    /// the grant are held, each `(kind, id)` takes a status index, `sign` signs it, and the
+    /// mandate and its SD-JWT are stored. The approval and all mandates, or nothing.
+    pub async fn approve_and_issue(
         &self,
         batch: &IssueBatch<'_>,
+        now: i64,
         kinds: &[(&str, String)],
         sign: &mut SignMandate<'_>,
-    ) -> Result<Vec<IssuedMandate>, RecordError> {
+    ) -> Result<Result<Vec<IssuedMandate>, ConsentRefusal>, RecordError> {
         let mut tx = self.pool.begin().await?;
+        let decided = sqlx::query(
+            "UPDATE consent_requests SET status = 'approved', decided_at = $3 \
+             WHERE id = $1 AND user_id = $2 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(batch.consent_id)
+        .bind(batch.user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if decided.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Err(self
+                .why_not_decided(batch.consent_id, batch.user_id)
+                .await?));
+        }
         hold_active_agent(&mut tx, batch.agent_id).await?;
         if let Some(grant_id) = batch.grant_id {
             hold_active_grant(&mut tx, grant_id, batch.agent_id, batch.user_id).await?;
@@ -328,7 +345,7 @@ impl Store {
             });
         }
         tx.commit().await?;
-        Ok(issued)
+        Ok(Ok(issued))
     }
 
     /// A user's mandates that are neither revoked nor expired, newest first.
