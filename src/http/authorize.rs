@@ -328,7 +328,9 @@ pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title>\
          <style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}\
-         label{{display:block;margin:.5em 0}}.notice{{color:#a00}}</style></head>\
+         label{{display:block;margin:.5em 0}}.notice{{color:#a00}}\
+         button{{font-size:1em;padding:.5em 1em;margin:.25em .25em .25em 0}}\
+         code{{overflow-wrap:anywhere}}</style></head>\
          <body><h1>{t}</h1>{body}</body></html>",
         t = escape(title),
     );
