@@ -20,7 +20,7 @@ use crate::identity::random_token;
 use crate::jose::ct_eq;
 use crate::store::records::{Agent, Session};
 
-pub(super) const SESSION_COOKIE: &str = "ap2_session";
+const SESSION_COOKIE: &str = "ap2_session";
 const CSRF_COOKIE: &str = "ap2_csrf";
 
 /// The request parameters carried through the pages.
@@ -107,42 +107,72 @@ async fn sign_in(
     agent: &Agent,
     now: i64,
 ) -> Response {
-    let expected = cookie(headers, CSRF_COOKIE).unwrap_or_default();
+    let retry = |message: Option<&str>, status| sign_in_page(form, message, status);
+    match start_signed_in(state, headers, form, CSRF_COOKIE, &retry, now).await {
+        Ok((value, session)) => {
+            let response = consent_page(request, agent, form, &session);
+            with_session_cookie(state, response, &value, &session, now)
+        }
+        Err(response) => response,
+    }
+}
+
+/// Signs a person in from a sign-in form: the double-submit token in `csrf_cookie` must match
+/// the form's, then the password. The session's cookie value and the session, or the page to
+/// answer with (`retry` renders the form again with a message).
+pub(super) async fn start_signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+    csrf_cookie: &str,
+    retry: &(dyn Fn(Option<&str>, StatusCode) -> Response + Sync),
+    now: i64,
+) -> Result<(String, Session), Response> {
+    let expected = cookie(headers, csrf_cookie).unwrap_or_default();
     let sent = form.get("csrf").unwrap_or("");
     if expected.is_empty() || !ct_eq(expected.as_bytes(), sent.as_bytes()) {
-        return forbidden();
+        return Err(forbidden());
     }
     let username = form.get("username").unwrap_or("");
     let password = Password::new(form.get("password").unwrap_or(""));
     let user = match state.tokens.sign_in(username, &password, now).await {
         Ok(Ok(user)) => user,
         Ok(Err(SignInRefusal::BadCredentials)) => {
-            return sign_in_page(
-                form,
+            return Err(retry(
                 Some("Sign-in failed. Check your username and password."),
                 StatusCode::UNAUTHORIZED,
-            )
+            ))
         }
         Ok(Err(SignInRefusal::TooManyAttempts)) => {
-            return sign_in_page(
-                form,
+            return Err(retry(
                 Some("Too many failed attempts. Try again in a few minutes."),
                 StatusCode::TOO_MANY_REQUESTS,
-            )
+            ))
         }
-        Err(_) => return unavailable(),
+        Err(_) => return Err(unavailable()),
     };
-    let Ok((cookie_value, session)) = state.tokens.start_session(&user, now).await else {
-        return unavailable();
-    };
-    let mut response = consent_page(request, agent, form, &session);
+    state
+        .tokens
+        .start_session(&user, now)
+        .await
+        .map_err(|_| unavailable())
+}
+
+/// Sets the session cookie on `response` (`Secure` when the issuer is `https`).
+pub(super) fn with_session_cookie(
+    state: &AppState,
+    mut response: Response,
+    value: &str,
+    session: &Session,
+    now: i64,
+) -> Response {
     let secure = if state.tokens.config().issuer.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     let set = format!(
-        "{SESSION_COOKIE}={cookie_value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         session.exp - now
     );
     if let Ok(v) = HeaderValue::from_str(&set) {

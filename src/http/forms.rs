@@ -8,6 +8,20 @@ use axum::http::{header, HeaderMap};
 use super::{refused, ApiError};
 use crate::identity::OAuthCode;
 
+/// The request's media type without parameters, lowercased.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
 /// A form's parameters, each at most once; empty values count as absent (RFC 6749 §3.1).
 #[derive(Debug, Default)]
 pub struct Form(BTreeMap<String, String>);
@@ -15,17 +29,7 @@ pub struct Form(BTreeMap<String, String>);
 impl Form {
     /// Parses a form body after checking its media type.
     pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, ApiError> {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        if media.as_deref() != Some("application/x-www-form-urlencoded") {
+        if media_type(headers).as_deref() != Some("application/x-www-form-urlencoded") {
             return Err(refused(
                 OAuthCode::InvalidRequest,
                 "the body must be a form",

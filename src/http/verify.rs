@@ -415,17 +415,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, RequestError> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if media.as_deref() != Some("application/json") {
+    if super::forms::media_type(headers).as_deref() != Some("application/json") {
         return Err(RequestError::MediaType);
     }
     let value = crate::json::parse(body, VERIFY_MAX_BODY)

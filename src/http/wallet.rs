@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::authorize::{cookie, current_session, forbidden, page, unavailable, SESSION_COOKIE};
-use super::forms::{escape, Form};
+use super::authorize::{
+    current_session, forbidden, page, start_signed_in, unavailable, with_session_cookie,
+};
+use super::forms::{escape, media_type, Form};
 use super::verify::{RequestError, VerifyError};
 use super::{ApiError, AppState};
-use crate::identity::admin::SignInRefusal;
-use crate::identity::password::Password;
 use crate::identity::random_token;
 use crate::identity::token::AccessTokenClaims;
 use crate::jose::ct_eq;
@@ -28,6 +28,7 @@ use crate::store::StoreError;
 use crate::wallet::{WalletError, WalletService, REQUEST_SCOPE};
 
 const CONSENT_CSRF_COOKIE: &str = "ap2_consent_csrf";
+const MANDATES_LEAD: &str = "Sign in to see the mandates you approved.";
 
 impl IntoResponse for WalletError {
     fn into_response(self) -> Response {
@@ -138,17 +139,7 @@ pub async fn propose(
     body: Bytes,
 ) -> Result<Response, WalletApiError> {
     let wallet = served(&state)?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if media.as_deref() != Some("application/json") {
+    if media_type(&headers).as_deref() != Some("application/json") {
         return Err(RequestError::MediaType.into());
     }
     let claims = authenticate(&state, wallet, &headers, "POST", "/v1/mandate-requests").await?;
@@ -289,52 +280,14 @@ async fn sign_in(
     id: &str,
     now: i64,
 ) -> Response {
-    let expected = cookie(headers, CONSENT_CSRF_COOKIE).unwrap_or_default();
-    if expected.is_empty()
-        || !ct_eq(
-            expected.as_bytes(),
-            form.get("csrf").unwrap_or("").as_bytes(),
-        )
-    {
-        return forbidden();
-    }
-    let username = form.get("username").unwrap_or("");
-    let password = Password::new(form.get("password").unwrap_or(""));
-    let user = match state.tokens.sign_in(username, &password, now).await {
-        Ok(Ok(user)) => user,
-        Ok(Err(SignInRefusal::BadCredentials)) => {
-            return sign_in_page(
-                id,
-                Some("Sign-in failed. Check your username and password."),
-                StatusCode::UNAUTHORIZED,
-            )
+    let retry = |message: Option<&str>, status| sign_in_page(id, message, status);
+    match start_signed_in(state, headers, form, CONSENT_CSRF_COOKIE, &retry, now).await {
+        Ok((value, session)) => {
+            let response = review_page(state, wallet, &session, id, now).await;
+            with_session_cookie(state, response, &value, &session, now)
         }
-        Ok(Err(SignInRefusal::TooManyAttempts)) => {
-            return sign_in_page(
-                id,
-                Some("Too many failed attempts. Try again in a few minutes."),
-                StatusCode::TOO_MANY_REQUESTS,
-            )
-        }
-        Err(_) => return unavailable(),
-    };
-    let Ok((value, session)) = state.tokens.start_session(&user, now).await else {
-        return unavailable();
-    };
-    let mut response = review_page(state, wallet, &session, id, now).await;
-    let secure = if state.tokens.config().issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let set = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        session.exp - now
-    );
-    if let Ok(v) = HeaderValue::from_str(&set) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+        Err(response) => response,
     }
-    response
 }
 
 /// The request in plain words, with approve and deny, or why it cannot be decided.
@@ -542,12 +495,7 @@ pub async fn my_mandates(State(state): State<AppState>, headers: HeaderMap) -> R
     let now = state.now();
     match current_session(&state, &headers, now).await {
         Some(session) => mandates_page(&state, &session, None, now).await,
-        None => sign_in_form(
-            "/mandates",
-            "Sign in to see the mandates you approved.",
-            None,
-            StatusCode::OK,
-        ),
+        None => sign_in_form("/mandates", MANDATES_LEAD, None, StatusCode::OK),
     }
 }
 
@@ -570,55 +518,22 @@ pub async fn my_mandates_submit(
     let now = state.now();
     match form.get("action") {
         Some("signin") => {
-            let expected = cookie(&headers, CONSENT_CSRF_COOKIE).unwrap_or_default();
-            if expected.is_empty()
-                || !ct_eq(
-                    expected.as_bytes(),
-                    form.get("csrf").unwrap_or("").as_bytes(),
-                )
-            {
-                return forbidden();
-            }
-            let password = Password::new(form.get("password").unwrap_or(""));
-            let user = match state
-                .tokens
-                .sign_in(form.get("username").unwrap_or(""), &password, now)
-                .await
-            {
-                Ok(Ok(user)) => user,
-                Ok(Err(_)) => {
-                    return sign_in_form(
-                        "/mandates",
-                        "Sign in to see the mandates you approved.",
-                        Some("Sign-in failed."),
-                        StatusCode::UNAUTHORIZED,
-                    )
+            let retry = |message: Option<&str>, status| {
+                sign_in_form("/mandates", MANDATES_LEAD, message, status)
+            };
+            match start_signed_in(&state, &headers, &form, CONSENT_CSRF_COOKIE, &retry, now).await {
+                Ok((value, session)) => {
+                    let response = mandates_page(&state, &session, None, now).await;
+                    with_session_cookie(&state, response, &value, &session, now)
                 }
-                Err(_) => return unavailable(),
-            };
-            let Ok((value, session)) = state.tokens.start_session(&user, now).await else {
-                return unavailable();
-            };
-            let mut response = mandates_page(&state, &session, None, now).await;
-            let secure = if state.tokens.config().issuer.starts_with("https://") {
-                "; Secure"
-            } else {
-                ""
-            };
-            let set = format!(
-                "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-                session.exp - now
-            );
-            if let Ok(v) = HeaderValue::from_str(&set) {
-                response.headers_mut().append(header::SET_COOKIE, v);
+                Err(response) => response,
             }
-            response
         }
         Some("revoke") => {
             let Some(session) = current_session(&state, &headers, now).await else {
                 return sign_in_form(
                     "/mandates",
-                    "Sign in to see the mandates you approved.",
+                    MANDATES_LEAD,
                     Some("Your session ended."),
                     StatusCode::UNAUTHORIZED,
                 );
