@@ -272,6 +272,27 @@ pub(super) async fn current_session(
 }
 
 fn sign_in_page(form: &Form, message: Option<&str>, status: StatusCode) -> Response {
+    let hidden = hidden_fields(form);
+    sign_in_form(
+        "/oauth2/authorize",
+        "",
+        &hidden,
+        CSRF_COOKIE,
+        message,
+        status,
+    )
+}
+
+/// A sign-in page whose form posts to `action` with a double-submit anti-forgery token in the
+/// cookie `csrf_cookie` (scoped to `action`). `lead_html` and `hidden_html` are already escaped.
+pub(super) fn sign_in_form(
+    action: &str,
+    lead_html: &str,
+    hidden_html: &str,
+    csrf_cookie: &str,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let Ok(csrf) = random_token(24) else {
         return unavailable();
     };
@@ -279,18 +300,17 @@ fn sign_in_page(form: &Form, message: Option<&str>, status: StatusCode) -> Respo
         format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m))
     });
     let body = format!(
-        "{notice}<form method=\"post\" action=\"/oauth2/authorize\">\
+        "{notice}{lead_html}<form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"action\" value=\"signin\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{hidden}\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{hidden_html}\
          <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\" id=\"signin\">Sign in</button></form>",
-        hidden = hidden_fields(form),
+        action = escape(action),
     );
     let mut response = page(status, "Sign in", &body);
-    let set = format!(
-        "{CSRF_COOKIE}={csrf}; Path=/oauth2/authorize; HttpOnly; SameSite=Strict; Max-Age=600"
-    );
+    let set =
+        format!("{csrf_cookie}={csrf}; Path={action}; HttpOnly; SameSite=Strict; Max-Age=600");
     if let Ok(v) = HeaderValue::from_str(&set) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }

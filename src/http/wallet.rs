@@ -15,12 +15,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::authorize::{
-    current_session, forbidden, page, start_signed_in, unavailable, with_session_cookie,
+    current_session, forbidden, page, sign_in_form, start_signed_in, unavailable,
+    with_session_cookie,
 };
 use super::forms::{escape, media_type, Form};
 use super::verify::{RequestError, VerifyError};
 use super::{ApiError, AppState};
-use crate::identity::random_token;
 use crate::identity::token::AccessTokenClaims;
 use crate::jose::ct_eq;
 use crate::store::records::{ConsentStatus, IdentityRecords as _, Session, WalletRecords as _};
@@ -28,7 +28,6 @@ use crate::store::StoreError;
 use crate::wallet::{WalletError, WalletService, REQUEST_SCOPE};
 
 const CONSENT_CSRF_COOKIE: &str = "ap2_consent_csrf";
-const MANDATES_LEAD: &str = "Sign in to see the mandates you approved.";
 
 impl IntoResponse for WalletError {
     fn into_response(self) -> Response {
@@ -210,6 +209,9 @@ pub async fn show(
     let Ok(wallet) = served(&state) else {
         return not_found();
     };
+    if !plain_id(&id) {
+        return not_found();
+    }
     let now = state.now();
     match current_session(&state, &headers, now).await {
         Some(session) => review_page(&state, wallet, &session, &id, now).await,
@@ -227,6 +229,9 @@ pub async fn submit(
     let Ok(wallet) = served(&state) else {
         return not_found();
     };
+    if !plain_id(&id) {
+        return not_found();
+    }
     let Ok(form) = Form::parse(&headers, &body) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -377,39 +382,24 @@ async fn review_page(
 
 fn sign_in_page(id: &str, message: Option<&str>, status: StatusCode) -> Response {
     sign_in_form(
-        &format!("/consent/{}", escape(id)),
-        "Sign in to review a request from an agent.",
+        &format!("/consent/{id}"),
+        "<p>Sign in to review a request from an agent.</p>",
+        "",
+        CONSENT_CSRF_COOKIE,
         message,
         status,
     )
 }
 
-/// A sign-in form posting to `action`, with a double-submit anti-forgery cookie.
-fn sign_in_form(action: &str, lead: &str, message: Option<&str>, status: StatusCode) -> Response {
-    let Ok(csrf) = random_token(24) else {
-        return unavailable();
-    };
-    let notice = message.map_or(String::new(), |m| {
-        format!("<p class=\"notice\" role=\"alert\">{}</p>", escape(m))
-    });
-    let body = format!(
-        "{notice}<p>{lead}</p>\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"action\" value=\"signin\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
-         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\" id=\"signin\">Sign in</button></form>",
-        lead = escape(lead),
-    );
-    let mut response = page(status, "Sign in", &body);
-    let set = format!(
-        "{CONSENT_CSRF_COOKIE}={csrf}; Path=/consent; HttpOnly; SameSite=Strict; Max-Age=600"
-    );
-    if let Ok(v) = HeaderValue::from_str(&set) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
+fn mandates_sign_in(message: Option<&str>, status: StatusCode) -> Response {
+    sign_in_form(
+        "/mandates",
+        "<p>Sign in to see the mandates you approved.</p>",
+        "",
+        CONSENT_CSRF_COOKIE,
+        message,
+        status,
+    )
 }
 
 fn wallet_error_page(e: WalletError) -> Response {
@@ -446,6 +436,16 @@ fn capitalize(text: &str) -> String {
         .next()
         .map(|c| c.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
+}
+
+/// Our ids are base64url; anything else in a path is no request of ours (and never reaches a
+/// cookie's `Path`).
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn not_found() -> Response {
@@ -495,7 +495,7 @@ pub async fn my_mandates(State(state): State<AppState>, headers: HeaderMap) -> R
     let now = state.now();
     match current_session(&state, &headers, now).await {
         Some(session) => mandates_page(&state, &session, None, now).await,
-        None => sign_in_form("/mandates", MANDATES_LEAD, None, StatusCode::OK),
+        None => mandates_sign_in(None, StatusCode::OK),
     }
 }
 
@@ -518,9 +518,7 @@ pub async fn my_mandates_submit(
     let now = state.now();
     match form.get("action") {
         Some("signin") => {
-            let retry = |message: Option<&str>, status| {
-                sign_in_form("/mandates", MANDATES_LEAD, message, status)
-            };
+            let retry = |message: Option<&str>, status| mandates_sign_in(message, status);
             match start_signed_in(&state, &headers, &form, CONSENT_CSRF_COOKIE, &retry, now).await {
                 Ok((value, session)) => {
                     let response = mandates_page(&state, &session, None, now).await;
@@ -531,12 +529,7 @@ pub async fn my_mandates_submit(
         }
         Some("revoke") => {
             let Some(session) = current_session(&state, &headers, now).await else {
-                return sign_in_form(
-                    "/mandates",
-                    MANDATES_LEAD,
-                    Some("Your session ended."),
-                    StatusCode::UNAUTHORIZED,
-                );
+                return mandates_sign_in(Some("Your session ended."), StatusCode::UNAUTHORIZED);
             };
             if !ct_eq(
                 form.get("csrf").unwrap_or("").as_bytes(),
