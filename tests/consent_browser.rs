@@ -145,6 +145,21 @@ async fn a_person_approves_denies_and_cannot_decide_for_another_in_chromium() {
     );
     assert_eq!(status(&w, &alice, &id).await, "approved");
 
+    // The person's own list of mandates, signed in from a real browser too.
+    let seen = browse(
+        &python,
+        &format!("{}/mandates", w.h.issuer),
+        "alice",
+        "look",
+        "mandates",
+    )
+    .await;
+    let text = seen["text"].as_str().unwrap();
+    assert!(
+        text.contains("Trip planner") && text.contains("man_"),
+        "{text}"
+    );
+
     // Deny.
     let (id, url) = request(&w, &alice).await;
     let seen = browse(&python, &url, "alice", "deny", "consent-deny").await;
@@ -164,7 +179,12 @@ async fn a_person_approves_denies_and_cannot_decide_for_another_in_chromium() {
     );
     assert_eq!(status(&w, &alice, &id).await, "pending");
 
-    for shot in ["consent-approve", "consent-deny", "consent-other-user"] {
+    for shot in [
+        "consent-approve",
+        "consent-deny",
+        "consent-other-user",
+        "mandates",
+    ] {
         for width in ["phone", "desktop"] {
             let file = artifacts().join(format!("{shot}-{width}.png"));
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
