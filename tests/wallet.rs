@@ -653,6 +653,65 @@ async fn issued_mandates_have_the_reference_sdk_wire_shape() {
         "the mandate's own disclosure comes last"
     );
 
+    // Offline, with the core verifier alone: the wallet's key from our JWKS, the merchant's key,
+    // the agent's closing hop for another verifier's challenge.
+    let jwks =
+        w.h.call("GET", "/.well-known/jwks.json", &[], None)
+            .await
+            .json();
+    let mut issuers = ap2_mandate::jose::KeySet::new();
+    for key in jwks["keys"].as_array().unwrap() {
+        if key["kid"].as_str().unwrap().starts_with("mandates-") {
+            issuers
+                .insert(ap2_mandate::jose::PublicJwk::from_value(key).unwrap())
+                .unwrap();
+        }
+    }
+    let mut merchants = ap2_mandate::jose::KeySet::new();
+    merchants.insert(w.merchant.public().clone()).unwrap();
+    let trust = ap2_mandate::mandate::Trust { issuers, merchants };
+    let policy = ap2_mandate::mandate::Policy::default();
+    let verifier = ap2_mandate::mandate::Verifier {
+        policy: &policy,
+        trust: &trust,
+    };
+    let jwt = w.checkout("chk_offline", 12900, "USD");
+    let now = w.h.now();
+    let open_payment = fetched["payment_mandate"].as_str().unwrap();
+    let open_checkout = fetched["checkout_mandate"].as_str().unwrap();
+    let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+        "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "USD"},
+        "payment_instrument": {"id": "pi_card_1", "type": "card"}});
+    let closing = close(
+        &alice.agent.key,
+        open_payment,
+        closed,
+        "https://cp.example",
+        "n-offline",
+        now,
+    )
+    .unwrap();
+    let chain = join(&[open_payment, &closing]);
+    let checkout = ap2_mandate::mandate::CheckoutJwt::verify(&jwt, &trust.merchants, now).unwrap();
+    let open_hash = sha256_b64(open_checkout.as_bytes());
+    let verified = verifier
+        .payment(
+            &ap2_mandate::sdjwt::UnverifiedChain::parse(&chain).unwrap(),
+            &ap2_mandate::mandate::PaymentBindings {
+                checkout: &checkout,
+                open_checkout_hash: Some(&open_hash),
+            },
+            &ap2_mandate::mandate::Usage::default(),
+            Some(&ap2_mandate::sdjwt::Challenge {
+                aud: "https://cp.example",
+                nonce: "n-offline",
+            }),
+            now,
+        )
+        .unwrap();
+    assert_eq!(verified.closed().payment_amount.minor(), 12900);
+    assert_eq!(verified.agent_key().unwrap().thumbprint(), alice.claims.jkt);
+
     // The human's own list: both mandates, each with a revoke button; bob cannot revoke them.
     let checkout_id = fetched["checkout_mandate_id"].as_str().unwrap();
     let (alice_session, list) = sign_in_at(&w, "/mandates", "alice").await;
