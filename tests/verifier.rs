@@ -265,7 +265,7 @@ async fn happy_path_and_refusals(store: Store, label: &str) {
     );
 
     // Another agent presenting alice's mandate with its own valid token: its key is not the
-    // mandate's, and it is not the agent the mandate names.
+    // key the mandate delegates to.
     let mallory = w.actor("mallory", "alice").await;
     let stolen = w
         .fresh_payment(&alice, &open_checkout, &open_payment, "chk_6", 12900)
@@ -276,6 +276,54 @@ async fn happy_path_and_refusals(store: Store, label: &str) {
         "checkout_jwt": jwt, "checkout_mandate": stolen["checkout_mandate"]});
     refused_with(
         &w.present(&mallory, &as_mallory).await,
+        "invalid_credential",
+        "agent_key_mismatch",
+    );
+
+    // Even with a copy of alice's agent's key, mallory's token (bound to that key) names
+    // mallory, not the agent the mandate's delegation names.
+    let (code, verifier) =
+        w.h.authorize(
+            &mallory.agent,
+            "alice",
+            "payments:present",
+            &[("resource", &w.aud)],
+        )
+        .await;
+    let stolen_key = support::oauth::clone_key(&alice.agent.key);
+    let res =
+        w.h.token_with(
+            &mallory.agent,
+            &stolen_key,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", support::oauth::REDIRECT),
+                ("code_verifier", verifier.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let token = res.json()["access_token"].as_str().unwrap().to_owned();
+    let claims =
+        w.h.service
+            .verify_token(&token, w.h.now(), false)
+            .await
+            .unwrap();
+    let thief = Actor {
+        agent: TestAgent {
+            id: mallory.agent.id.clone(),
+            key: stolen_key,
+        },
+        user: claims.sub.clone(),
+        token,
+        claims,
+    };
+    let nonce = w.challenge(&thief).await;
+    let with_key = json!({"payment_mandate": w.close_payment(&open_payment, &alice.agent.key, jwt, 12900, &nonce),
+        "checkout_jwt": jwt, "checkout_mandate": stolen["checkout_mandate"]});
+    refused_with(
+        &w.present(&thief, &with_key).await,
         "invalid_credential",
         "agent_mismatch",
     );

@@ -532,18 +532,20 @@ impl VerifierService {
 
         // Step 7: the agent. The caller's DPoP key was checked against the token's `cnf.jkt`
         // when it authenticated; here that key must be the one the mandate delegates to.
+        if agent_key
+            .as_ref()
+            .is_some_and(|key| key.thumbprint() != caller.jkt)
+        {
+            return Ok(Err(Check::AgentKeyMismatch.into()));
+        }
+        // Step 8: the delegation back to the human.
         let evidence = match self.delegation(&verified, caller, now).await? {
             Ok(e) => e,
             Err(c) => return Ok(Err(c.into())),
         };
-        match agent_key {
-            Some(key) if key.thumbprint() != caller.jkt => {
-                return Ok(Err(Check::AgentKeyMismatch.into()))
-            }
-            Some(_) => {}
-            // A closed mandate the wallet signed alone: the agent is the one its evidence names.
-            None if evidence.is_none() => return Ok(Err(Check::EvidenceMissing.into())),
-            None => {}
+        // A closed mandate the wallet signed alone: the agent is the one its evidence names.
+        if agent_key.is_none() && evidence.is_none() {
+            return Ok(Err(Check::EvidenceMissing.into()));
         }
         if let Some(ev) = &evidence {
             audit.consent_id = ev.consent_id.clone();
