@@ -1143,3 +1143,51 @@ async fn currencies_outside_the_policy_are_refused() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_mandate_signed_by_the_wallet_is_spent_once_even_after_sweeping() {
+    for (label, store) in support::stores().await {
+        let w = world(store).await;
+        let alice = w.actor("shopper", "alice").await;
+        let now = w.h.now();
+        // Human-present: the wallet signs the closed payment itself, naming the agent's key.
+        let jwt = w.checkout("chk_hp", 12900, "USD");
+        let mut claims = w.evidence(&alice);
+        claims["delegation"]["agent_jkt"] = alice.claims.jkt.clone().into();
+        let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+            "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "USD"},
+            "payment_instrument": {"id": "pi_card_1", "type": "card"}, "iat": now, "exp": now + 3600});
+        let root =
+            ap2_mandate::mandate::build::issue(&w.wallet, "dc+sd-jwt", claims, closed).unwrap();
+        let body = json!({"payment_mandate": root, "checkout_jwt": jwt});
+        let first = w.present(&alice, &body).await;
+        assert_eq!(decision(&first).0, "Success", "{label}: {}", first.body);
+
+        // Ten minutes on, after a sweep, the same closed mandate is still spent.
+        w.h.advance(600);
+        let alice = w.token_for_again(alice).await;
+        w.h.service.store().sweep(w.h.now()).await.unwrap();
+        refused_with(
+            &w.present(&alice, &body).await,
+            "invalid_mandate",
+            "replayed",
+        );
+
+        // Another agent's key cannot use it.
+        let mallory = w.actor("mallory", "alice").await;
+        let jwt = w.checkout("chk_hp2", 12900, "USD");
+        let mut claims = w.evidence(&alice);
+        claims["delegation"]["agent_jkt"] = alice.claims.jkt.clone().into();
+        let closed = json!({"vct": "mandate.payment.1", "transaction_id": sha256_b64(jwt.as_bytes()),
+            "payee": merchant(), "payment_amount": {"amount": 12900, "currency": "USD"},
+            "payment_instrument": {"id": "pi_card_1", "type": "card"}, "iat": w.h.now(), "exp": w.h.now() + 3600});
+        let root =
+            ap2_mandate::mandate::build::issue(&w.wallet, "dc+sd-jwt", claims, closed).unwrap();
+        let body = json!({"payment_mandate": root, "checkout_jwt": jwt});
+        refused_with(
+            &w.present(&mallory, &body).await,
+            "invalid_credential",
+            "agent_mismatch",
+        );
+    }
+}

@@ -557,10 +557,14 @@ impl VerifierService {
             }
         }
 
+        // The redemption must outlive every way the same closed mandate could verify again:
+        // the latest `exp` of any hop or mandate object (an issuer-signed closed mandate has no
+        // closing hop, only its own `exp`), and the closing hop's maximum age.
         let keep_until = verified
             .hops()
             .iter()
-            .filter_map(|h| h.claims().get("exp").and_then(Value::as_i64))
+            .flat_map(|h| [h.claims().get("exp"), h.delegate().get("exp")])
+            .filter_map(|exp| exp.and_then(Value::as_i64))
             .max()
             .unwrap_or(now)
             .max(now + self.config.policy.chain().max_closing_age)
