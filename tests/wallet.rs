@@ -407,7 +407,11 @@ async fn refusals(store: Store, label: &str) {
     );
     refused(
         &propose(&w, &alice, &with("/mode", json!("closed"))).await,
-        "only open",
+        "closed mandate request",
+    );
+    refused(
+        &propose(&w, &alice, &with("/mode", json!("later"))).await,
+        "open or closed",
     );
     let now = w.h.now();
     let mut past = good.clone();
@@ -432,7 +436,7 @@ async fn refusals(store: Store, label: &str) {
         .iter()
         .filter(|r| r.record.action == "mandate.request" && r.record.outcome == "refused")
         .count();
-    assert_eq!(refusals, 10, "{label}");
+    assert_eq!(refusals, 11, "{label}");
 
     // A token for the wallet without the scope.
     let scopeless = w
@@ -859,5 +863,100 @@ async fn racing_approvals_sign_once() {
             2,
             "{label}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_human_present_purchase_is_signed_closed_and_spent_once() {
+    for (label, store) in support::stores().await {
+        let w = world(store).await;
+        let agent =
+            w.h.register(
+                "shopper",
+                &["mandates:request", "payments:present"],
+                0,
+                &[w.wallet_aud().as_str(), w.aud.as_str()],
+            )
+            .await;
+        w.h.user("alice").await;
+        let key = support::oauth::clone_key(&agent.key);
+        let alice = w
+            .token_with_scope(agent, "alice", "mandates:request", &w.wallet_aud())
+            .await;
+        let jwt = w.checkout("chk_hp", 12900, "USD");
+        let closed = |jwt: &str| {
+            json!({"mode": "closed", "checkout_jwt": jwt,
+                "payment": {"payment_instrument": {"id": "pi_card_1", "type": "card", "description": "Visa ****1111"}},
+                "cnf": {"jwk": alice.agent.key.public().to_value()}})
+        };
+
+        // Refused: a checkout no trusted merchant signed; a window past the hour.
+        let stranger = ap2_mandate::jose::SigningKey::generate(Some("shop-1".into())).unwrap();
+        let forged = jwt.rsplit_once('.').unwrap().0.to_owned();
+        let forged = format!(
+            "{forged}.{}",
+            ap2_mandate::jose::b64::encode(stranger.sign(forged.as_bytes()).unwrap())
+        );
+        let res = propose(&w, &alice, &closed(&forged)).await;
+        assert_eq!(res.status, 400, "{label}: {}", res.body);
+        assert!(res.body.contains("trusted merchant"), "{}", res.body);
+        let mut long = closed(&jwt);
+        long["expires_at"] = json!(w.h.now() + 7200);
+        assert_eq!(propose(&w, &alice, &long).await.status, 400);
+
+        // The person sees exactly the order and the payment, approves; the wallet signs both.
+        let res = propose(&w, &alice, &closed(&jwt)).await;
+        assert_eq!(res.status, 201, "{label}: {}", res.body);
+        let id = res.json()["id"].as_str().unwrap().to_owned();
+        let (session, review) = sign_in(&w, &id, "alice").await;
+        for expected in [
+            "129.00 USD",
+            "Example Shop (mer_shop_1)",
+            "1 x sku_boot",
+            "Visa ****1111",
+        ] {
+            assert!(
+                review.body.contains(expected),
+                "{label}: the page lacks {expected}: {}",
+                review.body
+            );
+        }
+        assert_eq!(
+            decide(&w, &id, &session, &review, "approve").await.status,
+            200
+        );
+        let fetched = w
+            .call_as(&alice, "GET", &format!("/v1/mandate-requests/{id}"), None)
+            .await
+            .json();
+        let payment = fetched["payment_mandate"].as_str().unwrap().to_owned();
+        let checkout = fetched["checkout_mandate"].as_str().unwrap().to_owned();
+        assert!(!payment.contains("~~"), "a closed mandate is a root alone");
+
+        // Presented as they are: accepted once by each role, then spent.
+        let presenter = w
+            .token_with_scope(
+                support::oauth::TestAgent {
+                    id: alice.agent.id.clone(),
+                    key,
+                },
+                "alice",
+                "payments:present",
+                &w.aud,
+            )
+            .await;
+        let body = json!({"payment_mandate": payment, "checkout_jwt": jwt});
+        let res = w.present(&presenter, &body).await;
+        assert_eq!(res.json()["status"], "Success", "{label}: {}", res.body);
+        let res = w.present(&presenter, &body).await;
+        assert_eq!(
+            res.json()["reasons"],
+            json!(["replayed"]),
+            "{label}: {}",
+            res.body
+        );
+        let body = json!({"checkout_mandate": checkout, "checkout_jwt": jwt});
+        let res = w.post(&presenter, "/v1/checkouts/verify", &body, &[]).await;
+        assert_eq!(res.json()["status"], "Success", "{label}: {}", res.body);
     }
 }

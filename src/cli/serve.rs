@@ -227,7 +227,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut state =
             AppState::new(service.clone(), &admin, system_clock()).with_limits(limits);
         let issuer = service.config().issuer.clone();
-        let wallet = WalletService::new(WalletConfig::new(&issuer), service.clone())
+        // The wallet signs human-present (closed) mandates only over checkouts of the merchants
+        // the verifier trusts.
+        let mut wallet_config = WalletConfig::new(&issuer);
+        if !args.verifier.trust_merchants.is_empty() {
+            let mut merchants = KeySet::new();
+            for path in &args.verifier.trust_merchants {
+                for key in read_jwks(path)?.keys() {
+                    merchants
+                        .insert(key.clone())
+                        .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
+                }
+            }
+            wallet_config.merchants = Some(merchants);
+        }
+        let wallet = WalletService::new(wallet_config, service.clone())
             .await
             .map_err(|e| anyhow!("wallet: {e}"))?;
         // Made on first start; every unretired mandate key is trusted (two instances starting

@@ -573,7 +573,9 @@ impl VerifierService {
             reference: verified.last().segment_hash(),
             nonce,
             closed_hash,
-            transaction_id: checkout.hash().to_owned(),
+            // One order is spent once per role: a merchant accepting the checkout and a
+            // processor accepting its payment are two decisions, each made once.
+            transaction_id: format!("{}:{}", p.role.action(), checkout.hash()),
             keep_until,
             spend,
             audit: audit.clone(),

@@ -18,7 +18,11 @@ use crate::identity::token::AccessTokenClaims;
 use crate::identity::{random_token, TokenService};
 use crate::jose::{sha256_b64, PublicJwk};
 use crate::mandate::build::issue;
-use crate::mandate::{describe, Constraint, OpenCheckoutMandate, OpenPaymentMandate};
+
+use crate::mandate::{
+    amount_value, describe, CheckoutJwt, ClosedPaymentMandate, Constraint, OpenCheckoutMandate,
+    OpenPaymentMandate,
+};
 use crate::money::Currency;
 use crate::store::records::{
     ConsentRefusal, ConsentRequest, ConsentStatus, IssueBatch, IssuedMandate, RecordError,
@@ -61,6 +65,9 @@ pub struct WalletConfig {
     pub default_window: i64,
     /// The longest lifetime a request may ask for, seconds.
     pub max_window: i64,
+    /// Merchant keys whose checkouts may be signed into closed (human-present) mandates;
+    /// without them closed requests are refused.
+    pub merchants: Option<crate::jose::KeySet>,
 }
 
 impl WalletConfig {
@@ -74,6 +81,7 @@ impl WalletConfig {
             consent_lifetime: 600,
             default_window: 7 * 86_400,
             max_window: 90 * 86_400,
+            merchants: None,
         }
     }
 }
@@ -131,6 +139,28 @@ struct Proposal {
     cnf: Option<Value>,
 }
 
+/// What an agent proposes for a human-present purchase.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClosedProposal {
+    #[allow(dead_code)] // read to choose this form; always "closed"
+    mode: String,
+    checkout_jwt: String,
+    payment: ClosedContent,
+    expires_at: Option<i64>,
+    cnf: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClosedContent {
+    payment_instrument: Value,
+    pisp: Option<Value>,
+}
+
+/// The longest (and default) lifetime of closed mandates, seconds.
+const CLOSED_WINDOW: i64 = 3600;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Content {
@@ -152,15 +182,48 @@ pub struct Reviewed {
     pub cnf: PublicJwk,
     raw_checkout: Vec<Value>,
     raw_payment: Vec<Value>,
+    closed: Option<Closed>,
+}
+
+/// A human-present request: the merchant's verified checkout and the payment for it.
+#[derive(Debug, Clone)]
+struct Closed {
+    checkout: CheckoutJwt,
+    payment: ClosedPaymentMandate,
+    payment_object: Map<String, Value>,
 }
 
 impl Reviewed {
-    /// Each constraint in plain words, checkout first.
+    /// What the person approves, in plain words: what may be bought, then how it is paid.
     pub fn lines(&self) -> (Vec<String>, Vec<String>) {
+        if let Some(c) = &self.closed {
+            let cart: Vec<String> = c
+                .checkout
+                .cart()
+                .iter()
+                .map(|l| format!("{} x {}", l.quantity, l.item_id))
+                .collect();
+            let merchant = c
+                .checkout
+                .merchant()
+                .map_or_else(String::new, describe::merchant);
+            return (
+                vec![format!(
+                    "exactly this order from {merchant}: {}",
+                    cart.join("; ")
+                )],
+                vec![describe::closed_payment(&c.payment)],
+            );
+        }
         (
             self.checkout.iter().map(describe::constraint).collect(),
             self.payment.iter().map(describe::constraint).collect(),
         )
+    }
+
+    /// Whether the mandates are closed (one purchase, signed by the wallet alone).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
     }
 }
 
@@ -274,12 +337,13 @@ impl WalletService {
     ) -> Result<Reviewed, WalletError> {
         let value = crate::json::parse(text.as_bytes(), 64 * 1024)
             .map_err(|_| WalletError::Invalid("body is not strict JSON"))?;
+        if value.get("mode").and_then(Value::as_str) == Some("closed") {
+            return self.review_closed(value, caller, now);
+        }
         let p: Proposal = serde_json::from_value(value)
             .map_err(|_| WalletError::Invalid("body does not match a mandate request"))?;
         if p.mode != "open" {
-            return Err(WalletError::Invalid(
-                "only open mandate requests are supported",
-            ));
+            return Err(WalletError::Invalid("mode must be open or closed"));
         }
         for (content, vct) in [
             (&p.checkout, "mandate.checkout.open.1"),
@@ -303,13 +367,7 @@ impl WalletService {
             .ok_or(WalletError::Invalid(
                 "cnf.jwk (the agent's DPoP key) is required",
             ))?;
-        let cnf = PublicJwk::from_value(jwk)
-            .map_err(|_| WalletError::Invalid("cnf.jwk is not a P-256 public key"))?;
-        if cnf.thumbprint() != caller.jkt {
-            return Err(WalletError::Invalid(
-                "cnf is not the key the token is bound to",
-            ));
-        }
+        let cnf = agent_key(jwk, caller)?;
         let checkout = parse_constraints(&p.checkout.constraints, "checkout.")?;
         let payment = parse_constraints(&p.payment.constraints, "payment.")?;
         if payment
@@ -335,12 +393,74 @@ impl WalletService {
             cnf,
             raw_checkout: p.checkout.constraints,
             raw_payment: p.payment.constraints,
+            closed: None,
         };
         // The mandate objects must read back as the core reads them.
         let probe = reviewed.mandates(now, "probe");
         OpenCheckoutMandate::from_delegate(&probe.0)
             .and_then(|_| OpenPaymentMandate::from_delegate(&probe.1))
             .map_err(|_| WalletError::Invalid("the contents do not form AP2 open mandates"))?;
+        within_details(&reviewed, caller.authorization_details.as_ref())?;
+        Ok(reviewed)
+    }
+
+    /// A human-present request: the merchant's checkout (verified against the merchant keys the
+    /// wallet trusts) and the instrument; the payee and amount are the checkout's, so the
+    /// payment cannot differ from the order shown.
+    fn review_closed(
+        &self,
+        value: Value,
+        caller: &AccessTokenClaims,
+        now: i64,
+    ) -> Result<Reviewed, WalletError> {
+        let p: ClosedProposal = serde_json::from_value(value)
+            .map_err(|_| WalletError::Invalid("body does not match a closed mandate request"))?;
+        let merchants = self.config.merchants.as_ref().ok_or(WalletError::Invalid(
+            "this wallet trusts no merchant keys, so it cannot sign closed mandates",
+        ))?;
+        let checkout = CheckoutJwt::verify(&p.checkout_jwt, merchants, now).map_err(|_| {
+            WalletError::Invalid("the checkout is not one a trusted merchant signed")
+        })?;
+        let merchant = checkout
+            .merchant()
+            .ok_or(WalletError::Invalid("the checkout names no merchant"))?;
+        let jwk = p.cnf.get("jwk").ok_or(WalletError::Invalid(
+            "cnf.jwk (the agent's DPoP key) is required",
+        ))?;
+        let cnf = agent_key(jwk, caller)?;
+        let expires_at = p.expires_at.unwrap_or(now + CLOSED_WINDOW);
+        if expires_at <= now || expires_at > now + CLOSED_WINDOW {
+            return Err(WalletError::Invalid(
+                "expires_at of a closed mandate must be within the hour",
+            ));
+        }
+        let mut payment_object = Map::new();
+        payment_object.insert("vct".into(), "mandate.payment.1".into());
+        payment_object.insert("transaction_id".into(), checkout.hash().into());
+        payment_object.insert(
+            "payee".into(),
+            serde_json::to_value(merchant).map_err(|_| WalletError::Unavailable)?,
+        );
+        payment_object.insert("payment_amount".into(), amount_value(&checkout.total()));
+        payment_object.insert("payment_instrument".into(), p.payment.payment_instrument);
+        if let Some(pisp) = p.payment.pisp {
+            payment_object.insert("pisp".into(), pisp);
+        }
+        let payment = ClosedPaymentMandate::from_delegate(&payment_object)
+            .map_err(|_| WalletError::Invalid("the payment does not form an AP2 closed mandate"))?;
+        let reviewed = Reviewed {
+            checkout: Vec::new(),
+            payment: Vec::new(),
+            expires_at,
+            cnf,
+            raw_checkout: Vec::new(),
+            raw_payment: Vec::new(),
+            closed: Some(Closed {
+                checkout,
+                payment,
+                payment_object,
+            }),
+        };
         within_details(&reviewed, caller.authorization_details.as_ref())?;
         Ok(reviewed)
     }
@@ -501,7 +621,11 @@ impl WalletService {
                     "checkout" => checkout.clone(),
                     _ => {
                         let mut p = payment_template.clone();
-                        if let Some(Value::Array(list)) = p.get_mut("constraints") {
+                        // Open: the payment names the open checkout it belongs to. Closed: the
+                        // transaction id already names the order.
+                        if let (false, Some(Value::Array(list))) =
+                            (reviewed.is_closed(), p.get_mut("constraints"))
+                        {
                             list.push(json!({"type": "payment.reference",
                             "conditional_transaction_id": open_checkout_hash}));
                         }
@@ -584,6 +708,18 @@ impl WalletService {
 impl Reviewed {
     /// The open checkout and open payment mandate objects (payment without its reference).
     fn mandates(&self, now: i64, _tag: &str) -> (Map<String, Value>, Map<String, Value>) {
+        if let Some(c) = &self.closed {
+            let mut checkout = Map::new();
+            checkout.insert("vct".into(), "mandate.checkout.1".into());
+            checkout.insert("checkout_jwt".into(), c.checkout.raw().into());
+            checkout.insert("checkout_hash".into(), c.checkout.hash().into());
+            let mut payment = c.payment_object.clone();
+            for m in [&mut checkout, &mut payment] {
+                m.insert("iat".into(), now.into());
+                m.insert("exp".into(), self.expires_at.into());
+            }
+            return (checkout, payment);
+        }
         let cnf = json!({"jwk": self.cnf.to_value()});
         let object = |vct: &str, constraints: &[Value]| {
             let mut m = Map::new();
@@ -635,6 +771,19 @@ pub fn root_hash(sd_jwt: &str) -> String {
     sha256_b64(signing_input.as_bytes())
 }
 
+/// The key the mandates delegate to: named in the request (so the stored text holds it), and
+/// the key the token is bound to.
+fn agent_key(jwk: &Value, caller: &AccessTokenClaims) -> Result<PublicJwk, WalletError> {
+    let cnf = PublicJwk::from_value(jwk)
+        .map_err(|_| WalletError::Invalid("cnf.jwk is not a P-256 public key"))?;
+    if cnf.thumbprint() != caller.jkt {
+        return Err(WalletError::Invalid(
+            "cnf is not the key the token is bound to",
+        ));
+    }
+    Ok(cnf)
+}
+
 fn parse_constraints(list: &[Value], prefix: &str) -> Result<Vec<Constraint>, WalletError> {
     if list.is_empty() || list.len() > 64 {
         return Err(WalletError::Invalid(
@@ -659,6 +808,38 @@ fn parse_constraints(list: &[Value], prefix: &str) -> Result<Vec<Constraint>, Wa
         .collect()
 }
 
+/// A closed request fits a `payment` detail when its total is under `max_amount` (same
+/// currency), its merchant among `merchants`, and its end before `valid_until`.
+fn within_closed(c: &Closed, expires_at: i64, d: &Value) -> Result<(), WalletError> {
+    let total = c.checkout.total();
+    if let Some(cap) = d.get("max_amount") {
+        let fits = cap["currency"].as_str() == Some(total.currency().code())
+            && cap["value"].as_u64().is_some_and(|v| total.minor() <= v);
+        if !fits {
+            return Err(WalletError::Invalid(
+                "the amounts exceed what the token allows",
+            ));
+        }
+    }
+    if let Some(allowed) = d.get("merchants").and_then(Value::as_array) {
+        let id = c.checkout.merchant().map(|m| m.id.as_str());
+        if !allowed.iter().any(|m| m.as_str() == id) {
+            return Err(WalletError::Invalid(
+                "a merchant is not one the token allows",
+            ));
+        }
+    }
+    if d.get("valid_until")
+        .and_then(Value::as_i64)
+        .is_some_and(|until| expires_at > until)
+    {
+        return Err(WalletError::Invalid(
+            "the window ends after the token's valid_until",
+        ));
+    }
+    Ok(())
+}
+
 /// The proposal must fit inside the token's `authorization_details` of type `payment`: a
 /// capped amount range in the same currency, payees and merchants among those named, and an
 /// end no later than `valid_until`.
@@ -667,6 +848,10 @@ fn within_details(r: &Reviewed, details: Option<&Value>) -> Result<(), WalletErr
         return Ok(());
     };
     for d in list.iter().filter(|d| d["type"] == "payment") {
+        if let Some(c) = &r.closed {
+            within_closed(c, r.expires_at, d)?;
+            continue;
+        }
         if let Some(cap) = d.get("max_amount") {
             let currency = cap["currency"]
                 .as_str()

@@ -84,7 +84,9 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
             },
         ];
         // This instance's own wallet, trusted like any other wallet.
-        let wallet = WalletService::new(WalletConfig::new(&issuer), tokens.clone())
+        let mut wallet_config = WalletConfig::new(&issuer);
+        wallet_config.merchants = Some(set(keys.2.clone()));
+        let wallet = WalletService::new(wallet_config, tokens.clone())
             .await
             .unwrap();
         let now = std::time::SystemTime::now()
