@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch.
 
+mod act;
 mod audit;
 mod conformance;
 mod inspect;
@@ -55,6 +56,8 @@ enum Command {
     Agent(serve::AgentArgs),
     /// Manage signing keys.
     Keys(serve::KeysArgs),
+    /// Play the agent: request mandates, get a challenge, close a mandate, present it.
+    Act(act::ActArgs),
 }
 
 /// Runs one command; the exit code says whether it succeeded.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(args) => serve::user(args),
         Command::Agent(args) => serve::agent(args),
         Command::Keys(args) => serve::keys(args),
+        Command::Act(args) => act::run(args),
     }
 }
 
