@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::identity::dpop::make_proof;
 use crate::jose::{sha256_b64, SigningKey};
-use crate::mandate::build::{close, join};
+use crate::mandate::build::{close, join, present};
 
 /// Why an agent call failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +170,20 @@ impl AgentClient {
         let body = json!({"checkout_mandate": chain, "checkout_jwt": checkout_jwt});
         self.call("POST", "/v1/checkouts/verify", Some(&body)).await
     }
+}
+
+/// Re-presents an issued mandate without the disclosures of the listed entries (allowed
+/// merchants, payees, instruments, acceptable items: array elements whose `id` is listed), so a
+/// verifier learns only what it needs. The mandate's own disclosure is always kept.
+pub fn withhold(mandate: &str, ids: &[String]) -> Result<String, AgentError> {
+    if ids.is_empty() {
+        return Ok(mandate.to_owned());
+    }
+    present(mandate, |d| {
+        let id = d.value().get("id").and_then(Value::as_str);
+        d.name().is_some() || !id.is_some_and(|id| ids.iter().any(|w| w == id))
+    })
+    .map_err(|_| AgentError::Invalid("the mandate's disclosures cannot be read"))
 }
 
 /// Closes an open checkout mandate for `checkout_jwt` under the verifier's challenge.

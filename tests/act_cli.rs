@@ -71,7 +71,7 @@ async fn the_agent_side_from_the_command_line() {
             {"type": "checkout.allowed_merchants", "allowed": [merchant()]}]},
         "payment": {"constraints": [
             {"type": "payment.amount_range", "currency": "USD", "min": 1, "max": 50000},
-            {"type": "payment.allowed_payees", "allowed": [merchant()]}]},
+            {"type": "payment.allowed_payees", "allowed": [merchant(), {"id": "mer_other", "name": "Other Shop"}]}]},
         "cnf": {"jwk": wallet.agent.key.public().to_value()}});
     let body = write(&dir, "proposal.json", &proposal.to_string());
     let base = w.h.issuer.clone();
@@ -192,6 +192,8 @@ async fn the_agent_side_from_the_command_line() {
                 "--instrument".into(),
                 r#"{"id": "pi_card_1", "type": "card"}"#.into(),
             ]);
+            // The verifier needs to see only the payee being paid.
+            args.extend(["--withhold".into(), "mer_other".into()]);
         }
         let out = act(args);
         assert!(
@@ -240,6 +242,14 @@ async fn the_agent_side_from_the_command_line() {
             s(&order),
         ])
     };
+    let presented = std::fs::read_to_string(&payment).unwrap();
+    let issued = std::fs::read_to_string(&open_payment).unwrap();
+    assert!(issued.contains(&other_payee_disclosure(&issued)));
+    assert!(
+        !presented.contains(&other_payee_disclosure(&issued)),
+        "mer_other is withheld"
+    );
+
     // The server runs on the runtime's workers; this thread may block on the process.
     let first = present(&payment);
     let decision: Value = serde_json::from_slice(&first.stdout).unwrap();
@@ -252,4 +262,18 @@ async fn the_agent_side_from_the_command_line() {
     assert_eq!(decision["reasons"], json!(["nonce_used"]), "{decision}");
     assert_eq!(again.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The encoded disclosure of the `mer_other` payee in an issued mandate.
+fn other_payee_disclosure(sd_jwt: &str) -> String {
+    sd_jwt
+        .trim_end_matches('~')
+        .split('~')
+        .skip(1)
+        .find(|d| {
+            let d = ap2_mandate::sdjwt::Disclosure::parse(d).unwrap();
+            d.value().get("id").and_then(Value::as_str) == Some("mer_other")
+        })
+        .expect("the issued mandate discloses mer_other")
+        .to_owned()
 }

@@ -82,6 +82,10 @@ enum ActCommand {
         /// The payment instrument (JSON), for payments.
         #[arg(long)]
         instrument: Option<String>,
+        /// Withhold the disclosure of the allowed entry with this id (repeatable): the
+        /// verifier sees only the entries it needs.
+        #[arg(long = "withhold")]
+        withhold: Vec<String>,
     },
     /// Present a closed chain to the verifier; prints its decision (exit 1 on a refusal).
     Present {
@@ -138,9 +142,10 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 aud,
                 nonce,
                 instrument,
+                withhold,
             } => {
                 let key = load_key(&key)?;
-                let open = read(&mandate)?;
+                let open = ap2_mandate::agent::withhold(&read(&mandate)?, &withhold)?;
                 let jwt = read(&checkout_jwt)?;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
