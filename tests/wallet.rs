@@ -960,3 +960,83 @@ async fn a_human_present_purchase_is_signed_closed_and_spent_once() {
         assert_eq!(res.json()["status"], "Success", "{label}: {}", res.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_stay_within_the_tokens_authorization_details() {
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
+        &support::sqlite_path(),
+    ))
+    .await
+    .unwrap();
+    let w = world(store).await;
+    let agent =
+        w.h.register(
+            "shopper",
+            &["mandates:request"],
+            0,
+            &[w.wallet_aud().as_str()],
+        )
+        .await;
+    w.h.user("alice").await;
+    // The person approved this agent for up to 300.00 USD at mer_shop_1, for a week.
+    let until = w.h.now() + 7 * 86400;
+    let details = json!([{"type": "payment", "max_amount": {"currency": "USD", "value": 30000},
+        "merchants": ["mer_shop_1"], "valid_until": until}])
+    .to_string();
+    let aud = w.wallet_aud();
+    let (code, verifier) =
+        w.h.authorize(
+            &agent,
+            "alice",
+            "mandates:request",
+            &[
+                ("resource", aud.as_str()),
+                ("authorization_details", details.as_str()),
+            ],
+        )
+        .await;
+    let token = w.h.redeem(&agent, &code, &verifier).await;
+    let claims =
+        w.h.service
+            .verify_token(&token, w.h.now(), false)
+            .await
+            .unwrap();
+    assert!(claims.authorization_details.is_some());
+    let alice = Actor {
+        user: claims.sub.clone(),
+        agent,
+        token,
+        claims,
+    };
+
+    let mut within = proposal(&alice);
+    within["payment"]["constraints"][0]["max"] = json!(30000);
+    within["expires_at"] = json!(until - 60);
+    let res = propose(&w, &alice, &within).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+
+    let refused = |res: &Resp, rule: &str| {
+        assert_eq!(res.status, 400, "{}", res.body);
+        assert!(
+            res.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(rule),
+            "{}",
+            res.body
+        );
+    };
+    let mut more = within.clone();
+    more["payment"]["constraints"][0]["max"] = json!(30001);
+    refused(&propose(&w, &alice, &more).await, "exceed");
+    let mut bigger_budget = within.clone();
+    bigger_budget["payment"]["constraints"][2]["max"] = json!(301);
+    refused(&propose(&w, &alice, &bigger_budget).await, "exceed");
+    let mut other_shop = within.clone();
+    other_shop["payment"]["constraints"][1]["allowed"] =
+        json!([{"id": "mer_other", "name": "Other"}]);
+    refused(&propose(&w, &alice, &other_shop).await, "merchant");
+    let mut later = within.clone();
+    later["expires_at"] = json!(until + 60);
+    refused(&propose(&w, &alice, &later).await, "valid_until");
+}
