@@ -68,7 +68,9 @@ fn every_operation_answers_within_its_schema_and_never_with_a_5xx() {
     }
     let admin = std::fs::read_to_string(dir.join("admin-token")).unwrap();
 
+    // schemathesis keeps a cache in its working directory: the temporary one, not the checkout.
     let output = Command::new(st)
+        .current_dir(&dir)
         .args(["run", &format!("{base}/openapi.json")])
         .args([
             "--checks",
