@@ -396,7 +396,7 @@ impl WalletService {
             closed: None,
         };
         // The mandate objects must read back as the core reads them.
-        let probe = reviewed.mandates(now, "probe");
+        let probe = reviewed.mandates(now);
         OpenCheckoutMandate::from_delegate(&probe.0)
             .and_then(|_| OpenPaymentMandate::from_delegate(&probe.1))
             .map_err(|_| WalletError::Invalid("the contents do not form AP2 open mandates"))?;
@@ -594,7 +594,7 @@ impl WalletService {
             .purpose_key(MANDATE_KEY_PURPOSE, now)
             .await
             .map_err(|_| WalletError::Unavailable)?;
-        let (checkout, payment_template) = reviewed.mandates(now, "");
+        let (checkout, payment_template) = reviewed.mandates(now);
         let status_uri = format!(
             "{}/v1/status-lists/{}",
             self.config.issuer, self.config.status_list_id
@@ -707,7 +707,7 @@ impl WalletService {
 
 impl Reviewed {
     /// The open checkout and open payment mandate objects (payment without its reference).
-    fn mandates(&self, now: i64, _tag: &str) -> (Map<String, Value>, Map<String, Value>) {
+    fn mandates(&self, now: i64) -> (Map<String, Value>, Map<String, Value>) {
         if let Some(c) = &self.closed {
             let mut checkout = Map::new();
             checkout.insert("vct".into(), "mandate.checkout.1".into());
