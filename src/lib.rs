@@ -4,7 +4,10 @@
 //! [`sdjwt`] (RFC 9901 disclosures and Delegate SD-JWT chains) and [`mandate`] (AP2 v0.2
 //! mandates, constraints and receipts). None of it performs I/O or reads the clock: time is an
 //! argument. Anything that skips a check lives in [`danger`] and is named `insecure_…`.
-//! Around it, [`store`] keeps the state that decisions depend on (SQLite or PostgreSQL).
+//! Around it, [`store`] keeps the state that decisions depend on (SQLite or PostgreSQL), and
+//! the roles are built on both: [`identity`] (the token service: agent identity and
+//! on-behalf-of tokens), [`wallet`] (consent and issuance), [`verifier`] (the checkout
+//! verifier), [`http`] (their routes), and [`agent`] (the agent's side).
 //!
 //! ```
 //! use ap2_mandate::money::{Amount, Currency, MoneyError};
