@@ -229,18 +229,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let issuer = service.config().issuer.clone();
         // The wallet signs human-present (closed) mandates only over checkouts of the merchants
         // the verifier trusts.
+        let merchants = merchant_keys(&args.verifier)?;
         let mut wallet_config = WalletConfig::new(&issuer);
-        if !args.verifier.trust_merchants.is_empty() {
-            let mut merchants = KeySet::new();
-            for path in &args.verifier.trust_merchants {
-                for key in read_jwks(path)?.keys() {
-                    merchants
-                        .insert(key.clone())
-                        .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
-                }
-            }
-            wallet_config.merchants = Some(merchants);
-        }
+        wallet_config.merchants = (!merchants.is_empty()).then(|| merchants.clone());
         let wallet = WalletService::new(wallet_config, service.clone())
             .await
             .map_err(|e| anyhow!("wallet: {e}"))?;
@@ -261,7 +252,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(audience = %wallet.config().audience, "wallet role on");
         state = state.with_wallet(Arc::new(wallet));
-        match verifier_service(&args.verifier, &issuer, own_keys, service.clone())? {
+        match verifier_service(&args.verifier, &issuer, own_keys, merchants, service.clone())? {
             Some(verifier) => {
                 tracing::info!(audience = %verifier.config().audience, "verifier role on");
                 state = state.with_verifier(Arc::new(verifier));
@@ -454,6 +445,7 @@ fn verifier_service(
     args: &VerifierArgs,
     issuer: &str,
     own_wallet: KeySet,
+    merchants: KeySet,
     tokens: Arc<TokenService>,
 ) -> anyhow::Result<Option<VerifierService>> {
     let issuers_given = !(args.trust_issuers.is_empty() && args.trust_issuers_cnf_only.is_empty());
@@ -481,14 +473,6 @@ fn verifier_service(
                 keys: read_jwks(path)?,
                 evidence,
             });
-        }
-    }
-    let mut merchants = KeySet::new();
-    for path in &args.trust_merchants {
-        for key in read_jwks(path)?.keys() {
-            merchants
-                .insert(key.clone())
-                .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
         }
     }
     let audience = args
@@ -520,6 +504,20 @@ fn verifier_service(
     VerifierService::new(config, tokens)
         .map(Some)
         .map_err(|e| anyhow!("verifier configuration: {e}"))
+}
+
+/// Every key of the `--trust-merchant` files, in one set (read once, for the wallet and the
+/// verifier).
+fn merchant_keys(args: &VerifierArgs) -> anyhow::Result<KeySet> {
+    let mut merchants = KeySet::new();
+    for path in &args.trust_merchants {
+        for key in read_jwks(path)?.keys() {
+            merchants
+                .insert(key.clone())
+                .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
+        }
+    }
+    Ok(merchants)
 }
 
 fn read_jwks(path: &std::path::Path) -> anyhow::Result<KeySet> {

@@ -44,11 +44,7 @@ pub async fn show(
     RawQuery(query): RawQuery,
 ) -> Response {
     let Ok(form) = Form::parse_query(query.unwrap_or_default().as_bytes()) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>The request is malformed.</p>",
-        );
+        return bad_request("<p>The request is malformed.</p>");
     };
     let now = state.now();
     let (request, agent) = match checked(&state, &form).await {
@@ -64,11 +60,7 @@ pub async fn show(
 /// `POST /oauth2/authorize`: sign in, approve or deny.
 pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(form) = Form::parse(&headers, &body) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>The request is malformed.</p>",
-        );
+        return bad_request("<p>The request is malformed.</p>");
     };
     let now = state.now();
     let (request, agent) = match checked(&state, &form).await {
@@ -91,11 +83,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
             decide(&state, &session, &request, action == "approve", now).await
         }
-        _ => page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>Unknown action.</p>",
-        ),
+        _ => bad_request("<p>Unknown action.</p>"),
     }
 }
 
@@ -237,11 +225,10 @@ async fn checked(state: &AppState, form: &Form) -> Result<(AuthorizationRequest,
     };
     match state.tokens.authorization_request(&params).await {
         Ok(ok) => Ok(ok),
-        Err(AuthorizationError::Untrusted(rule)) => Err(page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            &format!("<p>This request cannot be trusted: {}.</p>", escape(rule)),
-        )),
+        Err(AuthorizationError::Untrusted(rule)) => Err(bad_request(&format!(
+            "<p>This request cannot be trusted: {}.</p>",
+            escape(rule)
+        ))),
         Err(AuthorizationError::Redirect {
             redirect_uri,
             state: client_state,
@@ -418,12 +405,13 @@ fn redirect(uri: &str, params: &[(&str, String)]) -> Response {
             ],
         )
             .into_response(),
-        Err(_) => page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>The redirect is malformed.</p>",
-        ),
+        Err(_) => bad_request("<p>The redirect is malformed.</p>"),
     }
+}
+
+/// A request refused as malformed or untrusted, on a page.
+pub(super) fn bad_request(body: &str) -> Response {
+    page(StatusCode::BAD_REQUEST, "Request refused", body)
 }
 
 pub(super) fn forbidden() -> Response {

@@ -171,12 +171,17 @@ pub async fn challenge(
     };
     let agent = match headers.get(header::AUTHORIZATION) {
         Some(_) => {
-            let claims = authenticate(&state, verifier, &headers, "/v1/challenges", now).await?;
-            state
-                .limits
-                .agents
-                .check(&claims.client_id)
-                .map_err(RequestError::RateLimited)?;
+            let audience = &verifier.config().audience;
+            let claims = authenticate_agent(
+                &state,
+                &headers,
+                "POST",
+                "/v1/challenges",
+                audience,
+                PRESENT_SCOPE,
+                now,
+            )
+            .await?;
             if parsed
                 .agent
                 .as_deref()
@@ -278,12 +283,9 @@ async fn verify(
 ) -> Result<Response, VerifyError> {
     let verifier = served(state)?;
     let now = state.now();
-    let claims = authenticate(state, verifier, headers, path, now).await?;
-    state
-        .limits
-        .agents
-        .check(&claims.client_id)
-        .map_err(RequestError::RateLimited)?;
+    let audience = &verifier.config().audience;
+    let claims =
+        authenticate_agent(state, headers, "POST", path, audience, PRESENT_SCOPE, now).await?;
     let key = idempotency_key(headers, body_key)?;
     let store = verifier.tokens().store();
 
@@ -338,11 +340,16 @@ fn served(state: &AppState) -> Result<&VerifierService, RequestError> {
     state.verifier.as_deref().ok_or(RequestError::NotServed)
 }
 
-async fn authenticate(
+/// Authenticates the calling agent at a protected route — a token for `audience` holding
+/// `scope`, with a DPoP proof for this method and path — then takes one request from its rate
+/// bucket. Shared by the verifier's and the wallet's routes.
+pub(super) async fn authenticate_agent(
     state: &AppState,
-    verifier: &VerifierService,
     headers: &HeaderMap,
+    method: &str,
     path: &str,
+    audience: &str,
+    scope: &str,
     now: i64,
 ) -> Result<AccessTokenClaims, VerifyError> {
     let single = |name: &str| -> Result<Option<&str>, VerifyError> {
@@ -360,19 +367,25 @@ async fn authenticate(
     };
     let authorization = single("authorization")?;
     let proof = single("dpop")?;
-    state
+    let claims = state
         .tokens
         .authenticate_resource(
             authorization,
             proof,
-            "POST",
+            method,
             path,
-            &verifier.config().audience,
-            Some(PRESENT_SCOPE),
+            audience,
+            Some(scope),
             now,
         )
         .await
-        .map_err(|e| VerifyError::Auth(ApiError::from(e).at_resource()))
+        .map_err(|e| VerifyError::Auth(ApiError::from(e).at_resource()))?;
+    state
+        .limits
+        .agents
+        .check(&claims.client_id)
+        .map_err(RequestError::RateLimited)?;
+    Ok(claims)
 }
 
 fn idempotency_key<'a>(

@@ -15,12 +15,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::authorize::{
-    current_session, forbidden, page, sign_in_form, start_signed_in, unavailable,
+    bad_request, current_session, forbidden, page, sign_in_form, start_signed_in, unavailable,
     with_session_cookie,
 };
 use super::forms::{escape, media_type, Form};
-use super::verify::{RequestError, VerifyError};
-use super::{ApiError, AppState};
+use super::verify::{authenticate_agent, RequestError, VerifyError};
+use super::AppState;
 use crate::identity::token::AccessTokenClaims;
 use crate::jose::ct_eq;
 use crate::store::records::{ConsentStatus, IdentityRecords as _, Session, WalletRecords as _};
@@ -104,31 +104,17 @@ async fn authenticate(
     method: &str,
     path: &str,
 ) -> Result<AccessTokenClaims, WalletApiError> {
-    let one = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if headers.get_all("dpop").iter().count() > 1
-        || headers.get_all("authorization").iter().count() > 1
-    {
-        return Err(RequestError::Malformed("a header is repeated").into());
-    }
-    let claims = state
-        .tokens
-        .authenticate_resource(
-            one("authorization"),
-            one("dpop"),
-            method,
-            path,
-            &wallet.config().audience,
-            Some(REQUEST_SCOPE),
-            state.now(),
-        )
-        .await
-        .map_err(|e| VerifyError::Auth(ApiError::from(e).at_resource()))?;
-    state
-        .limits
-        .agents
-        .check(&claims.client_id)
-        .map_err(RequestError::RateLimited)?;
-    Ok(claims)
+    let audience = &wallet.config().audience;
+    Ok(authenticate_agent(
+        state,
+        headers,
+        method,
+        path,
+        audience,
+        REQUEST_SCOPE,
+        state.now(),
+    )
+    .await?)
 }
 
 /// `POST /v1/mandate-requests`.
@@ -233,11 +219,7 @@ pub async fn submit(
         return not_found();
     }
     let Ok(form) = Form::parse(&headers, &body) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>The form is malformed.</p>",
-        );
+        return bad_request("<p>The form is malformed.</p>");
     };
     let now = state.now();
     match form.get("action") {
@@ -269,11 +251,7 @@ pub async fn submit(
                 Err(e) => wallet_error_page(e),
             }
         }
-        _ => page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>Unknown action.</p>",
-        ),
+        _ => bad_request("<p>Unknown action.</p>"),
     }
 }
 
@@ -339,11 +317,7 @@ async fn review_page(
     let Ok(agent) = store.agent(&consent.agent_id).await else {
         return unavailable();
     };
-    let reviewed = match wallet.review(
-        &consent.body,
-        &crate::wallet::caller_of(&consent),
-        consent.created_at,
-    ) {
+    let reviewed = match wallet.review(&consent.body, None, consent.created_at) {
         Ok(r) => r,
         Err(e) => return wallet_error_page(e),
     };
@@ -418,14 +392,10 @@ fn wallet_error_page(e: WalletError) -> Response {
                 escape(&capitalize(rule))
             ),
         ),
-        WalletError::Invalid(rule) => page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            &format!(
-                "<p id=\"outcome\">{}. Nothing was signed.</p>",
-                escape(&capitalize(rule))
-            ),
-        ),
+        WalletError::Invalid(rule) => bad_request(&format!(
+            "<p id=\"outcome\">{}. Nothing was signed.</p>",
+            escape(&capitalize(rule))
+        )),
         WalletError::Unavailable => unavailable(),
     }
 }
@@ -509,11 +479,7 @@ pub async fn my_mandates_submit(
         return not_found();
     };
     let Ok(form) = Form::parse(&headers, &body) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>The form is malformed.</p>",
-        );
+        return bad_request("<p>The form is malformed.</p>");
     };
     let now = state.now();
     match form.get("action") {
@@ -556,11 +522,7 @@ pub async fn my_mandates_submit(
                 Err(e) => wallet_error_page(e),
             }
         }
-        _ => page(
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "<p>Unknown action.</p>",
-        ),
+        _ => bad_request("<p>Unknown action.</p>"),
     }
 }
 

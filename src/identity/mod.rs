@@ -178,6 +178,14 @@ pub fn split_scope(scope: &str) -> Vec<String> {
     out
 }
 
+/// Whether `url` is `https://…`, or `http://` on a loopback host (for local use and tests).
+pub fn https_or_loopback(url: &str) -> bool {
+    url.starts_with("https://")
+        || ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| url.starts_with(p))
+}
+
 /// Fresh random bytes, base64url: ids, codes, nonces.
 pub fn random_token(bytes: usize) -> Result<String, crate::jose::Error> {
     let mut buf = vec![0u8; bytes];

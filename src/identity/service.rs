@@ -70,10 +70,7 @@ impl TokenServiceConfig {
     /// Refuses a configuration that could not be safe.
     pub fn check(&self) -> Result<(), String> {
         let issuer = &self.issuer;
-        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| issuer.starts_with(p));
-        if !(issuer.starts_with("https://") || loopback) || issuer.ends_with('/') {
+        if !super::https_or_loopback(issuer) || issuer.ends_with('/') {
             return Err(
                 "issuer must be an https URL (http only on loopback), without a trailing /".into(),
             );
@@ -700,7 +697,7 @@ impl TokenService {
 }
 
 /// The audit fields of a token: who (actors), for whom (sub), under what (grant, jti, scope).
-pub(super) fn token_audit(claims: &AccessTokenClaims, now: i64) -> AuditRecord {
+pub(crate) fn token_audit(claims: &AccessTokenClaims, now: i64) -> AuditRecord {
     AuditRecord {
         at: now,
         agent_id: Some(claims.client_id.clone()),

@@ -68,11 +68,7 @@ impl VerifierConfig {
 
     /// Refuses a configuration that could not be safe, naming the option.
     pub fn check(&self) -> Result<(), String> {
-        let aud = &self.audience;
-        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| aud.starts_with(p));
-        if !(aud.starts_with("https://") || loopback) {
+        if !crate::identity::https_or_loopback(&self.audience) {
             return Err("verifier audience must be an https URL (http only on loopback)".into());
         }
         if self.issuers.is_empty() || self.issuers.iter().any(|i| i.keys.is_empty()) {

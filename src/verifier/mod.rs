@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 pub use config::{EvidenceRule, IssuerProfile, VerifierConfig};
 
 use crate::danger::insecure_string_claim;
+use crate::identity::service::token_audit;
 use crate::identity::token::AccessTokenClaims;
 use crate::identity::{random_token, TokenService};
 use crate::jose::{sha256_b64, KeySet};
@@ -378,13 +379,14 @@ impl VerifierService {
     ) -> Result<Answer, StoreError> {
         let correlation_id = random_token(12).map_err(|_| StoreError::Unavailable)?;
         let mut audit = caller_audit(caller, p.role, now, &correlation_id);
-        let reference = reference_of(p.chain);
         let accepted = match self.check(p, caller, &mut audit, now).await? {
             Ok(accepted) => accepted,
             Err(refused) => {
+                // Only a refusal needs the reference of a chain that may not even parse.
+                let reference = reference_of(p.chain);
                 return self
                     .refuse(p.role, refused, &reference, audit, held, now)
-                    .await
+                    .await;
             }
         };
 
@@ -439,6 +441,7 @@ impl VerifierService {
             }
             Err(state) => {
                 let refused = Refused::Check(Check::from_state(state));
+                let reference = accepted.reference.clone();
                 self.refuse(p.role, refused, &reference, accepted.audit, held, now)
                     .await
             }
@@ -927,17 +930,11 @@ fn caller_audit(
     correlation_id: &str,
 ) -> AuditRecord {
     AuditRecord {
-        at: now,
         action: role.action().into(),
         outcome: "success".into(),
-        agent_id: Some(caller.client_id.clone()),
-        actor_chain: caller.actors.iter().skip(1).cloned().collect(),
-        user_id: Some(caller.sub.clone()),
-        grant_id: caller.grant_id.clone(),
-        token_jti: Some(caller.jti.clone()),
         scope: Some(PRESENT_SCOPE.into()),
         correlation_id: correlation_id.into(),
-        ..AuditRecord::default()
+        ..token_audit(caller, now)
     }
 }
 

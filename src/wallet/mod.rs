@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::identity::service::token_audit;
 use crate::identity::token::AccessTokenClaims;
 use crate::identity::{random_token, TokenService};
 use crate::jose::{sha256_b64, PublicJwk};
@@ -283,24 +284,17 @@ impl WalletService {
     ) -> Result<ConsentRequest, WalletError> {
         let reviewed = std::str::from_utf8(body)
             .map_err(|_| WalletError::Invalid("body is not UTF-8"))
-            .and_then(|text| self.review(text, caller, now).map(|_| text));
+            .and_then(|text| self.review(text, Some(caller), now).map(|_| text));
         let text = match reviewed {
             Ok(text) => text,
             Err(e) => {
                 // Who asked, for whom, under what, and why not; the body itself stays out.
                 let record = AuditRecord {
-                    at: now,
                     action: "mandate.request".into(),
                     outcome: "refused".into(),
                     reason: Some(e.to_string()),
-                    agent_id: Some(caller.client_id.clone()),
-                    actor_chain: caller.actors.iter().skip(1).cloned().collect(),
-                    user_id: Some(caller.sub.clone()),
-                    grant_id: caller.grant_id.clone(),
-                    token_jti: Some(caller.jti.clone()),
                     scope: Some(REQUEST_SCOPE.into()),
-                    correlation_id: caller.jti.clone(),
-                    ..AuditRecord::default()
+                    ..token_audit(caller, now)
                 };
                 self.tokens.store().append(&record).await?;
                 return Err(e);
@@ -327,18 +321,20 @@ impl WalletService {
         Ok(consent)
     }
 
-    /// Reads a stored (or proposed) body: the same rules every time, so the page shows exactly
-    /// what will be signed.
+    /// Reads a proposed or stored body by the same rules every time, so the page shows exactly
+    /// what will be signed. With the proposing `token`, also checks that `cnf` is its key and
+    /// that the contents fit its `authorization_details`; a stored body passed both when it was
+    /// accepted and has not changed since.
     pub fn review(
         &self,
         text: &str,
-        caller: &AccessTokenClaims,
+        token: Option<&AccessTokenClaims>,
         now: i64,
     ) -> Result<Reviewed, WalletError> {
         let value = crate::json::parse(text.as_bytes(), 64 * 1024)
             .map_err(|_| WalletError::Invalid("body is not strict JSON"))?;
         if value.get("mode").and_then(Value::as_str) == Some("closed") {
-            return self.review_closed(value, caller, now);
+            return self.review_closed(value, token, now);
         }
         let p: Proposal = serde_json::from_value(value)
             .map_err(|_| WalletError::Invalid("body does not match a mandate request"))?;
@@ -367,7 +363,7 @@ impl WalletService {
             .ok_or(WalletError::Invalid(
                 "cnf.jwk (the agent's DPoP key) is required",
             ))?;
-        let cnf = agent_key(jwk, caller)?;
+        let cnf = agent_key(jwk, token)?;
         let checkout = parse_constraints(&p.checkout.constraints, "checkout.")?;
         let payment = parse_constraints(&p.payment.constraints, "payment.")?;
         if payment
@@ -400,7 +396,7 @@ impl WalletService {
         OpenCheckoutMandate::from_delegate(&probe.0)
             .and_then(|_| OpenPaymentMandate::from_delegate(&probe.1))
             .map_err(|_| WalletError::Invalid("the contents do not form AP2 open mandates"))?;
-        within_details(&reviewed, caller.authorization_details.as_ref())?;
+        within_details(&reviewed, token)?;
         Ok(reviewed)
     }
 
@@ -410,7 +406,7 @@ impl WalletService {
     fn review_closed(
         &self,
         value: Value,
-        caller: &AccessTokenClaims,
+        token: Option<&AccessTokenClaims>,
         now: i64,
     ) -> Result<Reviewed, WalletError> {
         let p: ClosedProposal = serde_json::from_value(value)
@@ -427,7 +423,7 @@ impl WalletService {
         let jwk = p.cnf.get("jwk").ok_or(WalletError::Invalid(
             "cnf.jwk (the agent's DPoP key) is required",
         ))?;
-        let cnf = agent_key(jwk, caller)?;
+        let cnf = agent_key(jwk, token)?;
         let expires_at = p.expires_at.unwrap_or(now + CLOSED_WINDOW);
         if expires_at <= now || expires_at > now + CLOSED_WINDOW {
             return Err(WalletError::Invalid(
@@ -461,7 +457,7 @@ impl WalletService {
                 payment_object,
             }),
         };
-        within_details(&reviewed, caller.authorization_details.as_ref())?;
+        within_details(&reviewed, token)?;
         Ok(reviewed)
     }
 
@@ -503,8 +499,7 @@ impl WalletService {
         if consent.user_id != user_id {
             return Err(WalletError::Forbidden("this request is another user's"));
         }
-        let caller = caller_of(&consent);
-        let reviewed = self.review(&consent.body, &caller, consent.created_at)?;
+        let reviewed = self.review(&consent.body, None, consent.created_at)?;
         let refusal = if approve {
             match self.issue(&consent, &reviewed, now).await? {
                 Ok(issued) => {
@@ -737,33 +732,6 @@ impl Reviewed {
     }
 }
 
-/// The token facts a stored request was made with, for reading it again at decision time: the
-/// key check and the `authorization_details` limits held when it was accepted, and the text has
-/// not changed since.
-pub fn caller_of(consent: &ConsentRequest) -> AccessTokenClaims {
-    let jkt = serde_json::from_str::<Value>(&consent.body)
-        .ok()
-        .and_then(|b| b.get("cnf").and_then(|c| c.get("jwk")).cloned())
-        .and_then(|jwk| PublicJwk::from_value(&jwk).ok())
-        .map(|k| k.thumbprint())
-        .unwrap_or_default();
-    AccessTokenClaims {
-        iss: String::new(),
-        sub: consent.user_id.clone(),
-        aud: String::new(),
-        client_id: consent.agent_id.clone(),
-        actors: vec![consent.agent_id.clone()],
-        scope: vec![REQUEST_SCOPE.into()],
-        authorization_details: None,
-        jkt,
-        jti: consent.token_jti.clone().unwrap_or_default(),
-        iat: consent.created_at,
-        exp: consent.expires_at,
-        grant_id: consent.grant_id.clone(),
-        may_act: None,
-    }
-}
-
 /// SHA-256 of a root SD-JWT's signed bytes: the mandate's identity in the store and ledger.
 pub fn root_hash(sd_jwt: &str) -> String {
     let jwt = sd_jwt.split('~').next().unwrap_or_default();
@@ -772,11 +740,11 @@ pub fn root_hash(sd_jwt: &str) -> String {
 }
 
 /// The key the mandates delegate to: named in the request (so the stored text holds it), and
-/// the key the token is bound to.
-fn agent_key(jwk: &Value, caller: &AccessTokenClaims) -> Result<PublicJwk, WalletError> {
+/// the key the proposing token is bound to.
+fn agent_key(jwk: &Value, token: Option<&AccessTokenClaims>) -> Result<PublicJwk, WalletError> {
     let cnf = PublicJwk::from_value(jwk)
         .map_err(|_| WalletError::Invalid("cnf.jwk is not a P-256 public key"))?;
-    if cnf.thumbprint() != caller.jkt {
+    if token.is_some_and(|t| cnf.thumbprint() != t.jkt) {
         return Err(WalletError::Invalid(
             "cnf is not the key the token is bound to",
         ));
@@ -843,7 +811,8 @@ fn within_closed(c: &Closed, expires_at: i64, d: &Value) -> Result<(), WalletErr
 /// The proposal must fit inside the token's `authorization_details` of type `payment`: a
 /// capped amount range in the same currency, payees and merchants among those named, and an
 /// end no later than `valid_until`.
-fn within_details(r: &Reviewed, details: Option<&Value>) -> Result<(), WalletError> {
+fn within_details(r: &Reviewed, token: Option<&AccessTokenClaims>) -> Result<(), WalletError> {
+    let details = token.and_then(|t| t.authorization_details.as_ref());
     let Some(list) = details.and_then(Value::as_array) else {
         return Ok(());
     };
