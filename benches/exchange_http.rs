@@ -18,6 +18,10 @@
 //! `pre-signed` signs every request before the window opens (all with one `iat` and one nonce,
 //! so that window is at most 30 s), which leaves the cores to the server.
 
+mod support;
+
+use support::{env_number, now_secs};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,22 +48,6 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const MAX_PRESIGNED_WINDOW: u64 = 30;
 /// Longest time spent signing requests ahead of the pre-signed window.
 const MAX_PRESIGN_SECONDS: f64 = 12.0;
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number")),
-        _ => default,
-    }
-}
 
 /// An agent with its registered key.
 struct Agent {

@@ -16,6 +16,10 @@
 //! After criterion, an interleaved measurement prints the token-plus-proof cost in units of
 //! bare verifications (two signatures are checked, so 2.0 would be signatures alone).
 
+mod support;
+
+use support::now_secs;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,13 +43,6 @@ const RESOURCE_PATH: &str = "/v1/whoami";
 const REDIRECT: &str = "http://127.0.0.1:9999/callback";
 const SKEW: i64 = 60;
 const MAX_AGE: i64 = 120;
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 /// An access token as the service issues it, the agent key it is bound to, and a proof.
 struct Stateless {

@@ -16,6 +16,10 @@
 //! transaction id, moves the ledger, writes the audit record and signs a receipt. A run counts
 //! only if every answer was a `Success`.
 
+mod support;
+
+use support::{env_number, now_secs};
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,22 +40,6 @@ use serde_json::{json, Map, Value};
 
 const ISSUER: &str = "https://ap2.bench";
 const REDIRECT: &str = "http://127.0.0.1:9999/callback";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number")),
-        _ => default,
-    }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 /// A `serve` process, killed when dropped.
 struct Server {

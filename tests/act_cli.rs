@@ -7,10 +7,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ap2_mandate::store::{Store, StoreConfig};
 use serde_json::{json, Value};
-use support::oauth::{cookie, hidden, PASSWORD};
-use support::verifier::{merchant, world};
+use support::verifier::{decide, merchant, sign_in_at, world};
 
 fn act(args: Vec<String>) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
@@ -32,9 +30,7 @@ fn s(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_side_from_the_command_line() {
-    let store = Store::open(&StoreConfig::sqlite(&support::sqlite_path()))
-        .await
-        .unwrap();
+    let store = support::sqlite_store().await;
     let w = world(store).await;
     let agent =
         w.h.register(
@@ -99,35 +95,8 @@ async fn the_agent_side_from_the_command_line() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let page = w.h.call("GET", &format!("/consent/{id}"), &[], None).await;
-    let csrf = hidden(&page.body, "csrf");
-    let form = [
-        ("action", "signin"),
-        ("csrf", csrf.as_str()),
-        ("username", "alice"),
-        ("password", PASSWORD),
-    ];
-    let review =
-        w.h.post_form(
-            &format!("/consent/{id}"),
-            &[(
-                "cookie",
-                format!("ap2_consent_csrf={}", cookie(&page, "ap2_consent_csrf")),
-            )],
-            &form,
-        )
-        .await;
-    let session = cookie(&review, "ap2_session");
-    let done =
-        w.h.post_form(
-            &format!("/consent/{id}"),
-            &[("cookie", format!("ap2_session={session}"))],
-            &[
-                ("action", "approve"),
-                ("csrf", hidden(&review.body, "csrf").as_str()),
-            ],
-        )
-        .await;
+    let (session, review) = sign_in_at(&w, &format!("/consent/{id}"), "alice").await;
+    let done = decide(&w, &id, &session, &review, "approve").await;
     assert_eq!(done.status, 200, "{}", done.body);
     let output = waiting.await.unwrap();
     assert!(

@@ -11,7 +11,6 @@ mod support;
 
 use std::path::PathBuf;
 
-use ap2_mandate::store::{Store, StoreConfig};
 use serde_json::{json, Value};
 use support::oauth::PASSWORD;
 use support::verifier::{merchant, world, Actor, World};
@@ -100,9 +99,7 @@ async fn a_person_approves_denies_and_cannot_decide_for_another_in_chromium() {
     let Some(python) = python() else {
         return;
     };
-    let store = Store::open(&StoreConfig::sqlite(&support::sqlite_path()))
-        .await
-        .unwrap();
+    let store = support::sqlite_store().await;
     let w = world(store).await;
     let agent =
         w.h.register(

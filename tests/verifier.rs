@@ -845,11 +845,7 @@ async fn checkout_mandates_are_verified_for_the_merchant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_over_their_rate_are_told_when_to_come_back() {
-    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
-        &support::sqlite_path(),
-    ))
-    .await
-    .unwrap();
+    let store = support::sqlite_store().await;
     let limits = ap2_mandate::http::guard::LimitsConfig {
         agent_rate: 0.5,
         agent_burst: 2.0,
@@ -1091,11 +1087,7 @@ async fn delegation_standing_and_verifier_policy_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn currencies_outside_the_policy_are_refused() {
-    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
-        &support::sqlite_path(),
-    ))
-    .await
-    .unwrap();
+    let store = support::sqlite_store().await;
     let w = world(store).await;
     let alice = w.actor("shopper", "alice").await;
     let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);

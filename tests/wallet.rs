@@ -11,8 +11,8 @@ use ap2_mandate::mandate::build::{close, join};
 use ap2_mandate::store::records::{IdentityRecords as _, WalletRecords as _};
 use ap2_mandate::store::{AuditLog as _, Store};
 use serde_json::{json, Value};
-use support::oauth::{cookie, hidden, Resp, PASSWORD};
-use support::verifier::{merchant, world, Actor, World};
+use support::oauth::{hidden, Resp};
+use support::verifier::{decide, merchant, sign_in_at, world, Actor, World};
 
 /// What the agent proposes: one boot from the shop, paid to the shop, up to 500.00 USD each and
 /// 300.00 USD in all.
@@ -30,35 +30,7 @@ fn proposal(a: &Actor) -> Value {
 
 /// The human signs in on the consent page; the session cookie and the review page.
 async fn sign_in(w: &World, id: &str, username: &str) -> (String, Resp) {
-    let page = w.h.call("GET", &format!("/consent/{id}"), &[], None).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    let csrf_cookie = cookie(&page, "ap2_consent_csrf");
-    let csrf = hidden(&page.body, "csrf");
-    let form = [
-        ("action", "signin"),
-        ("csrf", csrf.as_str()),
-        ("username", username),
-        ("password", PASSWORD),
-    ];
-    let review =
-        w.h.post_form(
-            &format!("/consent/{id}"),
-            &[("cookie", format!("ap2_consent_csrf={csrf_cookie}"))],
-            &form,
-        )
-        .await;
-    let session = cookie(&review, "ap2_session");
-    (session, review)
-}
-
-async fn decide(w: &World, id: &str, session: &str, review: &Resp, action: &str) -> Resp {
-    let csrf = hidden(&review.body, "csrf");
-    w.h.post_form(
-        &format!("/consent/{id}"),
-        &[("cookie", format!("ap2_session={session}"))],
-        &[("action", action), ("csrf", csrf.as_str())],
-    )
-    .await
+    sign_in_at(w, &format!("/consent/{id}"), username).await
 }
 
 async fn propose(w: &World, a: &Actor, body: &Value) -> Resp {
@@ -587,11 +559,7 @@ fn shape(chain: &str) -> (Vec<String>, Vec<String>, Vec<String>, Vec<usize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_mandates_have_the_reference_sdk_wire_shape() {
-    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
-        &support::sqlite_path(),
-    ))
-    .await
-    .unwrap();
+    let store = support::sqlite_store().await;
     let w = world(store).await;
     let agent =
         w.h.register(
@@ -786,27 +754,6 @@ async fn issued_mandates_have_the_reference_sdk_wire_shape() {
         .is_some());
 }
 
-/// Signs in on a page with a sign-in form at `path`; the session cookie and the next page.
-async fn sign_in_at(w: &World, path: &str, username: &str) -> (String, Resp) {
-    let page = w.h.call("GET", path, &[], None).await;
-    let csrf_cookie = cookie(&page, "ap2_consent_csrf");
-    let csrf = hidden(&page.body, "csrf");
-    let form = [
-        ("action", "signin"),
-        ("csrf", csrf.as_str()),
-        ("username", username),
-        ("password", PASSWORD),
-    ];
-    let next =
-        w.h.post_form(
-            path,
-            &[("cookie", format!("ap2_consent_csrf={csrf_cookie}"))],
-            &form,
-        )
-        .await;
-    (cookie(&next, "ap2_session"), next)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_approvals_sign_once() {
     for (label, store) in support::stores().await {
@@ -963,11 +910,7 @@ async fn a_human_present_purchase_is_signed_closed_and_spent_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposals_stay_within_the_tokens_authorization_details() {
-    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(
-        &support::sqlite_path(),
-    ))
-    .await
-    .unwrap();
+    let store = support::sqlite_store().await;
     let w = world(store).await;
     let agent =
         w.h.register(

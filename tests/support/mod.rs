@@ -51,6 +51,13 @@ pub fn configs() -> Vec<(&'static str, StoreConfig)> {
     out
 }
 
+/// A fresh SQLite store.
+pub async fn sqlite_store() -> Store {
+    Store::open(&StoreConfig::sqlite(&sqlite_path()))
+        .await
+        .expect("open a SQLite store")
+}
+
 /// A fresh store on each available backend.
 pub async fn stores() -> Vec<(&'static str, Store)> {
     let mut out = Vec::new();

@@ -19,7 +19,7 @@ use ap2_mandate::verifier::{EvidenceRule, IssuerProfile, VerifierConfig, Verifie
 use ap2_mandate::wallet::{WalletConfig, WalletService, MANDATE_KEY_PURPOSE};
 use serde_json::{json, Map, Value};
 
-use super::oauth::{Harness, Resp, Roles, TestAgent};
+use super::oauth::{cookie, hidden, Harness, Resp, Roles, TestAgent, PASSWORD};
 
 pub const SHOP_AUD: &str = "https://shop.example/checkout";
 
@@ -358,9 +358,7 @@ impl World {
 
 /// The ledger id of an open payment mandate: SHA-256 of its root's signed bytes.
 pub fn ledger_id(open_payment: &str) -> String {
-    let jwt = open_payment.split('~').next().unwrap();
-    let signing_input = jwt.rsplit_once('.').unwrap().0;
-    sha256_b64(signing_input.as_bytes())
+    ap2_mandate::wallet::root_hash(open_payment)
 }
 
 impl World {
@@ -394,4 +392,38 @@ impl World {
             )
             .await
     }
+}
+
+/// A person signs in on a page with a sign-in form at `path` (a consent page, the mandates
+/// page); the session cookie and the next page.
+pub async fn sign_in_at(w: &World, path: &str, username: &str) -> (String, Resp) {
+    let page = w.h.call("GET", path, &[], None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf_cookie = cookie(&page, "ap2_consent_csrf");
+    let csrf = hidden(&page.body, "csrf");
+    let form = [
+        ("action", "signin"),
+        ("csrf", csrf.as_str()),
+        ("username", username),
+        ("password", PASSWORD),
+    ];
+    let next =
+        w.h.post_form(
+            path,
+            &[("cookie", format!("ap2_consent_csrf={csrf_cookie}"))],
+            &form,
+        )
+        .await;
+    (cookie(&next, "ap2_session"), next)
+}
+
+/// The person approves or denies consent request `id` from the review page they were shown.
+pub async fn decide(w: &World, id: &str, session: &str, review: &Resp, action: &str) -> Resp {
+    let csrf = hidden(&review.body, "csrf");
+    w.h.post_form(
+        &format!("/consent/{id}"),
+        &[("cookie", format!("ap2_session={session}"))],
+        &[("action", action), ("csrf", csrf.as_str())],
+    )
+    .await
 }
