@@ -3,6 +3,7 @@
 mod act;
 mod audit;
 mod conformance;
+mod demo;
 mod inspect;
 mod serve;
 mod verify;
@@ -58,6 +59,15 @@ enum Command {
     Keys(serve::KeysArgs),
     /// Play the agent: request mandates, get a challenge, close a mandate, present it.
     Act(act::ActArgs),
+    /// Run the whole story on a throwaway instance and tell it step by step.
+    ///
+    /// An agent registers, a person delegates and consents, a merchant signs a checkout, the
+    /// agent pays; then a replay, an amount over the cap, another agent and a revoked mandate
+    /// are refused, and the audit chain is checked. Exit status 0 only when every step behaved
+    /// as expected.
+    ///
+    /// Example: ap2-mandate demo            (NO_COLOR=1 or a pipe for plain text; --json for tools)
+    Demo(demo::DemoArgs),
 }
 
 /// Runs one command; the exit code says whether it succeeded.
@@ -72,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => serve::agent(args),
         Command::Keys(args) => serve::keys(args),
         Command::Act(args) => act::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

@@ -235,21 +235,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let wallet = WalletService::new(wallet_config, service.clone())
             .await
             .map_err(|e| anyhow!("wallet: {e}"))?;
-        // Made on first start; every unretired mandate key is trusted (two instances starting
-        // together may each make one).
-        service
-            .purpose_key(MANDATE_KEY_PURPOSE, now())
-            .await
-            .map_err(|e| anyhow!("wallet signing key: {}", e.reason()))?;
-        let mut own_keys = KeySet::new();
-        let prefix = format!("{MANDATE_KEY_PURPOSE}-");
-        for key in service.store().verification_keys(now()).await? {
-            if key.kid().is_some_and(|kid| kid.starts_with(&prefix)) {
-                own_keys
-                    .insert(key)
-                    .map_err(|e| anyhow!("the wallet's keys: {e}"))?;
-            }
-        }
+        let own_keys = own_wallet_keys(&service).await?;
         tracing::info!(audience = %wallet.config().audience, "wallet role on");
         state = state.with_wallet(Arc::new(wallet));
         match verifier_service(&args.verifier, &issuer, own_keys, merchants, service.clone())? {
@@ -526,6 +512,25 @@ fn read_jwks(path: &std::path::Path) -> anyhow::Result<KeySet> {
     let value = ap2_mandate::json::parse(text.as_bytes(), 1 << 20)
         .map_err(|e| anyhow!("{} is not strict JSON: {e}", path.display()))?;
     KeySet::from_jwks(&value).map_err(|e| anyhow!("{} is not a P-256 JWKS: {e}", path.display()))
+}
+
+/// The keys this instance's wallet signs mandates with: made on first start; every unretired
+/// one is trusted (two instances starting together may each make one).
+pub(crate) async fn own_wallet_keys(service: &TokenService) -> anyhow::Result<KeySet> {
+    service
+        .purpose_key(MANDATE_KEY_PURPOSE, now())
+        .await
+        .map_err(|e| anyhow!("wallet signing key: {}", e.reason()))?;
+    let mut own_keys = KeySet::new();
+    let prefix = format!("{MANDATE_KEY_PURPOSE}-");
+    for key in service.store().verification_keys(now()).await? {
+        if key.kid().is_some_and(|kid| kid.starts_with(&prefix)) {
+            own_keys
+                .insert(key)
+                .map_err(|e| anyhow!("the wallet's keys: {e}"))?;
+        }
+    }
+    Ok(own_keys)
 }
 
 fn now() -> i64 {
