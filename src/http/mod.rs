@@ -4,6 +4,7 @@
 //! §5.2 body `{error, error_description}` with the status of its code, logs it at the level of
 //! its code, and never echoes a token. The clock is injected ([`Clock`]) so tests can move time.
 
+pub mod a2a;
 mod agents;
 mod authorize;
 mod forms;
@@ -156,6 +157,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/payments/verify",
             post(verify::payment).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
         )
+        .route(
+            a2a::A2A_PATH,
+            post(a2a::send_message).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
+        )
+        .route("/.well-known/agent-card.json", get(a2a::agent_card))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

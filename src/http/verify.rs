@@ -281,17 +281,33 @@ async fn verify(
     presentation: &Presentation<'_>,
     body_key: Option<&str>,
 ) -> Result<Response, VerifyError> {
+    let key = idempotency_key(headers, body_key);
+    let answer = decide(state, headers, body, path, presentation, key).await?;
+    Ok(decision_response(answer))
+}
+
+/// Authenticates the agent at `path`, holds the idempotency key (scoped to the agent and the
+/// path; `request` is what an exact retry must repeat) and decides: the answer's JSON text. A
+/// malformed key is refused once the agent is known.
+pub(super) async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &[u8],
+    path: &str,
+    presentation: &Presentation<'_>,
+    key: Result<Option<&str>, RequestError>,
+) -> Result<String, VerifyError> {
     let verifier = served(state)?;
     let now = state.now();
     let audience = &verifier.config().audience;
     let claims =
         authenticate_agent(state, headers, "POST", path, audience, PRESENT_SCOPE, now).await?;
-    let key = idempotency_key(headers, body_key)?;
+    let key = key?;
     let store = verifier.tokens().store();
 
     // The key is scoped to the agent and the route, so no one else can read or block it.
     let scoped = key.map(|k| sha256_b64(format!("{}\n{path}\n{k}", claims.client_id).as_bytes()));
-    let request_hash = sha256_b64(body);
+    let request_hash = sha256_b64(request);
     if let Some(scoped) = &scoped {
         match store
             .begin_idempotent(scoped, &request_hash, now, IDEMPOTENCY_HOLD)
@@ -299,7 +315,7 @@ async fn verify(
             .map_err(|_| RequestError::Unavailable)?
         {
             Begin::Started => {}
-            Begin::Replay(first) => return Ok(decision_response(first)),
+            Begin::Replay(first) => return Ok(first),
             Begin::Conflict => return Err(RequestError::IdempotencyReused.into()),
             Begin::InProgress => return Err(RequestError::IdempotencyInUse.into()),
         }
@@ -313,7 +329,7 @@ async fn verify(
             state
                 .metrics
                 .decision(presentation.role.action(), answer.accepted, answer.reason);
-            Ok(decision_response(answer.body))
+            Ok(answer.body)
         }
         Err(_) => {
             if let Some(scoped) = &scoped {
@@ -412,16 +428,20 @@ fn idempotency_key<'a>(
         (Some(k), _) | (None, Some(k)) => Some(k),
         (None, None) => None,
     };
-    if key.is_some_and(|k| {
-        k.is_empty()
-            || k.len() > MAX_IDEMPOTENCY_KEY
-            || !k.bytes().all(|b| (0x21..0x7f).contains(&b))
-    }) {
-        return Err(RequestError::Malformed(
+    key.map(checked_key).transpose()
+}
+
+/// An idempotency key as given, if it is 1 to 255 visible ASCII characters.
+pub(super) fn checked_key(key: &str) -> Result<&str, RequestError> {
+    match !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| (0x21..0x7f).contains(&b))
+    {
+        true => Ok(key),
+        false => Err(RequestError::Malformed(
             "idempotency key must be 1 to 255 visible ASCII characters",
-        ));
+        )),
     }
-    Ok(key)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(
