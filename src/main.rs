@@ -1,4 +1,5 @@
-//! The `ap2-mandate` command: inspect, verify and test AP2 mandate chains.
+//! The `ap2-mandate` command: serve the roles, play the other parties, inspect, verify and test
+//! AP2 mandate chains.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,15 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    // A configuration file fills in options before the command line is read.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(path) = cli::config::config_path(&raw) {
+        if let Err(e) = cli::config::apply(&path) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    let args = cli::Cli::parse_from(raw);
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

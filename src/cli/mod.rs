@@ -2,6 +2,7 @@
 
 mod act;
 mod audit;
+pub mod config;
 mod conformance;
 mod demo;
 mod inspect;
@@ -19,6 +20,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ap2-mandate", version, about)]
 pub struct Cli {
+    /// A TOML file of options (keys are the long option names); flags and `AP2_…` variables
+    /// win over it.
+    #[arg(long, global = true, env = "AP2_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,9 +52,12 @@ enum Command {
     },
     /// Check or read the hash-chained audit log.
     Audit(audit::AuditArgs),
-    /// Serve the token service over HTTP.
+    /// Serve the token service, the wallet and the verifier over HTTP (all three by default).
     ///
-    /// Example: ap2-mandate serve --bind 127.0.0.1:8080
+    /// With no flags: 127.0.0.1:8080, SQLite, keys and an admin token under ./ap2-data/.
+    /// Every option is also an `AP2_…` variable and a key of the `--config` file.
+    ///
+    /// Example: ap2-mandate serve --trust-merchant shop.jwks.json --roles wallet,verifier
     Serve(Box<serve::ServeArgs>),
     /// Manage users who delegate to agents.
     User(serve::UserArgs),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use ap2_mandate::http::guard::LimitsConfig;
 use ap2_mandate::http::{load_or_create_admin_token, router, system_clock, AppState};
 use ap2_mandate::identity::admin::AgentRegistration;
@@ -40,18 +40,43 @@ pub struct StoreArgs {
     external_issuers: Option<PathBuf>,
 }
 
+/// A role this instance plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServedRole {
+    /// The token service: sign-in, agent registry, on-behalf-of tokens.
+    Token,
+    /// The wallet: mandate requests, the consent page, revocation, status lists.
+    Wallet,
+    /// The checkout verifier: challenges, presentations, the A2A endpoint.
+    Verifier,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Address to listen on.
-    #[arg(long, env = "AP2_BIND", default_value = "127.0.0.1:8080")]
-    bind: String,
+    /// Address to listen on. Behind a TLS-terminating proxy, also set --issuer to the public
+    /// https URL.
+    #[arg(
+        long,
+        visible_alias = "bind",
+        env = "AP2_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: String,
+    /// The roles to run, comma-separated.
+    #[arg(
+        long,
+        env = "AP2_ROLES",
+        value_delimiter = ',',
+        default_value = "token,wallet,verifier"
+    )]
+    roles: Vec<ServedRole>,
     /// Access token lifetime, seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "AP2_TOKEN_LIFETIME", default_value_t = 300)]
     token_lifetime: i64,
     /// Upper bound for the access token lifetime, seconds (at most 3600).
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, env = "AP2_MAX_TOKEN_LIFETIME", default_value_t = 900)]
     max_token_lifetime: i64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "AP2_LOG", default_value = "info")]
@@ -72,8 +97,8 @@ pub struct ServeArgs {
     verifier: VerifierArgs,
 }
 
-/// The verifier role: it runs when at least one merchant is trusted; it trusts this instance's
-/// wallet and any other mandate issuers named here.
+/// The verifier's trust: this instance's wallet always, other mandate issuers and the merchants
+/// whose checkouts it accepts as named here (with none, every presentation is refused).
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
     /// A JWKS file of another wallet whose mandates must carry delegation evidence (repeatable;
@@ -194,15 +219,27 @@ enum KeysCommand {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runs = |role| args.roles.contains(&role);
+    check_options(&args)?;
+    // Logs go to standard error; the banner to standard output.
     tracing_subscriber::fmt()
         .with_max_level(args.log)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let issuer = args.store.issuer.clone().unwrap_or_else(|| format!("http://{}", args.bind));
+        let issuer = args
+            .store
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen));
         let mut config = TokenServiceConfig::new(issuer);
         config.token_lifetime = args.token_lifetime;
         config.max_token_lifetime = args.max_token_lifetime;
@@ -210,51 +247,179 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin_file = args.store.data_dir.join("admin-token");
         let admin = load_or_create_admin_token(&admin_file)
             .with_context(|| format!("admin token file {}", admin_file.display()))?;
-        let sweeper = service.store().spawn_sweeper(std::time::Duration::from_secs(60));
+        let sweeper = service
+            .store()
+            .spawn_sweeper(std::time::Duration::from_secs(60));
         let service = Arc::new(service);
-        if !(args.agent_rate > 0.0 && args.agent_burst >= 1.0) || args.request_timeout == 0 {
-            return Err(anyhow!(
-                "--agent-rate must be above 0, --agent-burst at least 1 and --request-timeout above 0"
-            ));
-        }
         let limits = LimitsConfig {
-            max_in_flight: args.max_in_flight.max(1),
+            max_in_flight: args.max_in_flight,
             timeout: std::time::Duration::from_secs(args.request_timeout),
             agent_rate: args.agent_rate,
             agent_burst: args.agent_burst,
             ..LimitsConfig::default()
         };
-        let mut state =
-            AppState::new(service.clone(), &admin, system_clock()).with_limits(limits);
+        let mut state = AppState::new(service.clone(), &admin, system_clock())
+            .with_limits(limits)
+            .with_token_role(runs(ServedRole::Token));
         let issuer = service.config().issuer.clone();
-        // The wallet signs human-present (closed) mandates only over checkouts of the merchants
-        // the verifier trusts.
+        let mut banner = Banner::new(&issuer);
         let merchants = merchant_keys(&args.verifier)?;
-        let mut wallet_config = WalletConfig::new(&issuer);
-        wallet_config.merchants = (!merchants.is_empty()).then(|| merchants.clone());
-        let wallet = WalletService::new(wallet_config, service.clone())
-            .await
-            .map_err(|e| anyhow!("wallet: {e}"))?;
-        let own_keys = own_wallet_keys(&service).await?;
-        tracing::info!(audience = %wallet.config().audience, "wallet role on");
-        state = state.with_wallet(Arc::new(wallet));
-        match verifier_service(&args.verifier, &issuer, own_keys, merchants, service.clone())? {
-            Some(verifier) => {
-                tracing::info!(audience = %verifier.config().audience, "verifier role on");
-                state = state.with_verifier(Arc::new(verifier));
-            }
-            None => tracing::info!("verifier role off: no trusted merchant (--trust-merchant)"),
+        if runs(ServedRole::Token) {
+            banner.role(
+                "token service",
+                "/oauth2/authorize  /oauth2/token  /v1/agents (admin)",
+                format!("issuer {issuer}"),
+            );
         }
-        let listener = tokio::net::TcpListener::bind(&args.bind)
+        if runs(ServedRole::Wallet) {
+            // The wallet signs human-present (closed) mandates only over checkouts of the
+            // merchants the verifier trusts.
+            let mut wallet_config = WalletConfig::new(&issuer);
+            wallet_config.merchants = (!merchants.is_empty()).then(|| merchants.clone());
+            let wallet = WalletService::new(wallet_config, service.clone())
+                .await
+                .map_err(|e| anyhow!("wallet: {e}"))?;
+            banner.role(
+                "wallet",
+                "/v1/mandate-requests  /consent/{id}  /mandates",
+                format!("audience {}", wallet.config().audience),
+            );
+            state = state.with_wallet(Arc::new(wallet));
+        }
+        if runs(ServedRole::Verifier) {
+            let own_keys = own_wallet_keys(&service).await?;
+            let verifier = verifier_service(
+                &args.verifier,
+                &issuer,
+                own_keys,
+                merchants,
+                service.clone(),
+            )?;
+            banner.role(
+                "verifier",
+                "/v1/challenges  /v1/payments/verify  /v1/checkouts/verify  /a2a",
+                format!("audience {}", verifier.config().audience),
+            );
+            let trusted = verifier.config().merchants.keys().count();
+            banner.note(match trusted {
+                0 => "trusts no merchant yet: every presentation is refused until you pass \
+                      --trust-merchant FILE (make one with `ap2-mandate merchant keygen`)"
+                    .to_owned(),
+                n => format!("trusts {n} merchant checkout key(s) and this instance's wallet"),
+            });
+            state = state.with_verifier(Arc::new(verifier));
+        }
+        let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
-        tracing::info!(address = %listener.local_addr()?, admin_token_file = %admin_file.display(), "serving");
+            .with_context(|| {
+                format!(
+                    "--listen {}: cannot listen there; pick a free address such as 127.0.0.1:8081",
+                    args.listen
+                )
+            })?;
+        let address = listener.local_addr()?;
+        banner.print(&address.to_string(), &args.store, &admin_file);
+        tracing::info!(%address, "serving");
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown())
             .await?;
+        tracing::info!("stopped: every request in flight was answered");
         sweeper.abort();
+        service.store().close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Refuses options that cannot work, naming the option and the fix, before anything starts.
+fn check_options(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.roles.is_empty() {
+        bail!("--roles needs at least one of token, wallet, verifier");
+    }
+    let verifier_options = !(args.verifier.trust_issuers.is_empty()
+        && args.verifier.trust_issuers_cnf_only.is_empty()
+        && args.verifier.trust_merchants.is_empty());
+    if verifier_options && !args.roles.contains(&ServedRole::Verifier) {
+        bail!("--trust-issuer and --trust-merchant configure the verifier; add verifier to --roles or drop them");
+    }
+    if !(args.agent_rate.is_finite() && args.agent_rate > 0.0) {
+        bail!("--agent-rate must be a number above 0 (requests per second), for example 50");
+    }
+    if !(args.agent_burst.is_finite() && args.agent_burst >= 1.0) {
+        bail!("--agent-burst must be at least 1, for example 100");
+    }
+    if args.request_timeout == 0 {
+        bail!("--request-timeout must be at least 1 second, for example 30");
+    }
+    if args.max_in_flight == 0 {
+        bail!("--max-in-flight must be at least 1, for example 1024");
+    }
+    Ok(())
+}
+
+/// The start-up screen: what runs where, where the state and the secrets live (paths only),
+/// and how to sign in.
+struct Banner {
+    issuer: String,
+    roles: Vec<(String, String, String)>,
+    notes: Vec<String>,
+}
+
+impl Banner {
+    fn new(issuer: &str) -> Banner {
+        Banner {
+            issuer: issuer.to_owned(),
+            roles: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn role(&mut self, name: &str, routes: &str, detail: String) {
+        self.roles
+            .push((name.to_owned(), routes.to_owned(), detail));
+    }
+
+    fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+
+    fn print(&self, address: &str, store: &StoreArgs, admin_file: &std::path::Path) {
+        let database = match &store.database_url {
+            Some(url) if url.starts_with("postgres") => {
+                "PostgreSQL (from --database-url)".to_owned()
+            }
+            Some(url) => url.clone(),
+            None => format!("SQLite {}", store.data_dir.join("ap2.db").display()),
+        };
+        let mut out = format!(
+            "ap2-mandate {} listening on {address}, public URL {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.issuer
+        );
+        for (name, routes, detail) in &self.roles {
+            out.push_str(&format!("  {name:<14} {routes}\n  {:<14} {detail}\n", ""));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("  {:<14} {note}\n", ""));
+        }
+        out.push_str(&format!(
+            "  {:<14} {database}\n  {:<14} {} (send as `Authorization: Bearer …`)\n  {:<14} {}\n",
+            "store",
+            "admin token",
+            admin_file.display(),
+            "master key",
+            match std::env::var_os("AP2_MASTER_KEY") {
+                Some(_) => "from AP2_MASTER_KEY".to_owned(),
+                None => store.data_dir.join("master.key").display().to_string(),
+            }
+        ));
+        out.push_str(&format!(
+            "  {:<14} add a person with `ap2-mandate user add NAME`; they sign in at {}/mandates\n  \
+             {:<14} {}/openapi.json  {}/.well-known/agent-card.json  {}/metrics\n\
+             Stop with Ctrl-C: requests in flight are answered first.",
+            "sign in", self.issuer, "docs", self.issuer, self.issuer, self.issuer
+        ));
+        println!("{out}");
+    }
 }
 
 pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
@@ -403,8 +568,20 @@ async fn open_service(
     args: &StoreArgs,
     config: TokenServiceConfig,
 ) -> anyhow::Result<TokenService> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    if !args.data_dir.exists() {
+        std::fs::create_dir_all(&args.data_dir).with_context(|| {
+            format!(
+                "--data-dir {}: cannot create it; choose a writable directory",
+                args.data_dir.display()
+            )
+        })?;
+        // The database holds password hashes and sealed keys: the owner's alone.
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            &args.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+    }
     let url = args.database_url.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}?mode=rwc",
@@ -426,23 +603,14 @@ async fn open_service(
     TokenService::new(store, Arc::new(master), config, external).map_err(|e| anyhow!(e))
 }
 
-/// The verifier role from its options, or `None` when nothing is trusted.
+/// The verifier role from its options.
 fn verifier_service(
     args: &VerifierArgs,
     issuer: &str,
     own_wallet: KeySet,
     merchants: KeySet,
     tokens: Arc<TokenService>,
-) -> anyhow::Result<Option<VerifierService>> {
-    let issuers_given = !(args.trust_issuers.is_empty() && args.trust_issuers_cnf_only.is_empty());
-    if args.trust_merchants.is_empty() {
-        return match issuers_given {
-            false => Ok(None),
-            true => Err(anyhow!(
-                "--trust-issuer needs --trust-merchant: the verifier must know whose checkouts to accept"
-            )),
-        };
-    }
+) -> anyhow::Result<VerifierService> {
     // This instance's own wallet is trusted like any wallet: its mandates carry evidence.
     let mut issuers = vec![IssuerProfile {
         name: "this instance's wallet".into(),
@@ -487,9 +655,7 @@ fn verifier_service(
             .ok_or_else(|| anyhow!("--max-payment `{cap}` must read like `500.00 USD`"))?;
         config.max_payment.push(parsed);
     }
-    VerifierService::new(config, tokens)
-        .map(Some)
-        .map_err(|e| anyhow!("verifier configuration: {e}"))
+    VerifierService::new(config, tokens).map_err(|e| anyhow!("verifier configuration: {e}"))
 }
 
 /// Every key of the `--trust-merchant` files, in one set (read once, for the wallet and the

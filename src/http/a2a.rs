@@ -141,7 +141,12 @@ pub async fn send_message(
     let Ok(request) = crate::json::parse(&body, super::verify::VERIFY_MAX_BODY) else {
         return rpc_refusal(&Value::Null, RpcError::Parse);
     };
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    // An id that is not a string, an integer or null cannot be echoed: the answer's is null.
+    let id = request
+        .get("id")
+        .filter(|id| valid_id(id))
+        .cloned()
+        .unwrap_or(Value::Null);
     let (dialect, message) = match envelope(&headers, &request) {
         Ok(found) => found,
         Err(e) => return rpc_refusal(&id, e),
@@ -190,9 +195,7 @@ pub async fn send_message(
 fn envelope<'a>(headers: &HeaderMap, request: &'a Value) -> Result<(Dialect, &'a Value), RpcError> {
     let object = request.as_object().ok_or(RpcError::InvalidRequest)?;
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0")
-        || object
-            .get("id")
-            .is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64() || id.is_null()))
+        || object.get("id").is_some_and(|id| !valid_id(id))
     {
         return Err(RpcError::InvalidRequest);
     }
@@ -235,6 +238,11 @@ fn ours(name: &str) -> Option<Member> {
         CHECKOUT_JWT_KEY => Some(Member::CheckoutJwt),
         _ => None,
     }
+}
+
+/// A JSON-RPC id we echo: a string, an integer or null.
+fn valid_id(id: &Value) -> bool {
+    id.is_string() || id.is_i64() || id.is_u64() || id.is_null()
 }
 
 /// The presentation the message's data parts carry, and the message id.

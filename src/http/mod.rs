@@ -62,6 +62,8 @@ pub struct AppState {
     pub limits: Arc<guard::Limits>,
     /// This process's metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether the token service's routes are served (its tokens are checked either way).
+    pub token_role: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,7 +83,14 @@ impl AppState {
             wallet: None,
             limits: Arc::new(guard::Limits::default()),
             metrics: Arc::new(metrics::Metrics::default()),
+            token_role: true,
         }
+    }
+
+    /// Serves the token service's routes, or not (another instance on the same store does).
+    pub fn with_token_role(mut self, on: bool) -> Self {
+        self.token_role = on;
+        self
     }
 
     /// Runs the wallet role too.
@@ -119,15 +128,11 @@ impl AppState {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi))
+    let token_routes = Router::new()
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata),
         )
-        .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/oauth2/introspect", post(oauth::introspect))
@@ -138,7 +143,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents", post(agents::register).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show))
         .route("/v1/agents/{id}/disable", post(agents::disable))
-        .route("/v1/whoami", get(oauth::whoami))
+        .route("/v1/whoami", get(oauth::whoami));
+    let routes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/v1/mandate-requests", post(wallet::propose))
         .route("/v1/mandate-requests/{id}", get(wallet::fetch))
         .route("/v1/mandates/{id}/revoke", post(wallet::revoke))
@@ -161,7 +171,12 @@ pub fn router(state: AppState) -> Router {
             a2a::A2A_PATH,
             post(a2a::send_message).layer(DefaultBodyLimit::max(verify::VERIFY_MAX_BODY)),
         )
-        .route("/.well-known/agent-card.json", get(a2a::agent_card))
+        .route("/.well-known/agent-card.json", get(a2a::agent_card));
+    let routes = match state.token_role {
+        true => routes.merge(token_routes),
+        false => routes,
+    };
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

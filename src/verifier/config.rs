@@ -74,9 +74,8 @@ impl VerifierConfig {
         if self.issuers.is_empty() || self.issuers.iter().any(|i| i.keys.is_empty()) {
             return Err("verifier needs at least one trusted mandate issuer with keys".into());
         }
-        if self.merchants.is_empty() {
-            return Err("verifier needs at least one trusted merchant checkout key".into());
-        }
+        // No trusted merchant is a verifier that refuses every presentation: useless until
+        // configured, never unsafe.
         if !(1..=MAX_CHALLENGE_LIFETIME).contains(&self.challenge_lifetime) {
             return Err(format!(
                 "challenge lifetime must be 1..={MAX_CHALLENGE_LIFETIME} seconds"
