@@ -239,3 +239,64 @@ pub fn close_payment(
         .map_err(|_| AgentError::Invalid("cannot sign the closing hop"))?;
     Ok(join(&[open, &hop]))
 }
+
+/// A token request to the token service at `base` (issuer `issuer`) as agent `client_id`:
+/// `private_key_jwt` client authentication and a DPoP proof by `key`, retried once with the
+/// server's DPoP nonce when it asks for one (RFC 9449 §8). The token response.
+pub async fn request_token(
+    base: &str,
+    issuer: &str,
+    client_id: &str,
+    key: &SigningKey,
+    params: &[(&str, &str)],
+) -> Result<Value, AgentError> {
+    let http = reqwest::Client::new();
+    let issuer = issuer.trim_end_matches('/');
+    let url = format!("{}/oauth2/token", base.trim_end_matches('/'));
+    let htu = format!("{issuer}/oauth2/token");
+    let mut nonce: Option<String> = None;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let proof = make_proof(key, "POST", &htu, now, None, nonce.as_deref())
+            .map_err(|_| AgentError::Invalid("cannot sign a DPoP proof with this key"))?;
+        let assertion = crate::identity::assertion::make_assertion(key, client_id, issuer, now)
+            .map_err(|_| AgentError::Invalid("cannot sign a client assertion with this key"))?;
+        let mut form = vec![
+            (
+                "client_assertion_type",
+                crate::identity::assertion::JWT_BEARER,
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        form.extend_from_slice(params);
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|_| AgentError::Invalid("token request parameters cannot be encoded"))?;
+        let res = http
+            .post(&url)
+            .header("dpop", proof)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| AgentError::Transport(e.to_string()))?;
+        let status = res.status().as_u16();
+        let asked = res
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = res
+            .text()
+            .await
+            .map_err(|e| AgentError::Transport(e.to_string()))?;
+        if status == 200 {
+            return serde_json::from_str(&text).map_err(|e| AgentError::Transport(e.to_string()));
+        }
+        match asked {
+            Some(n) if nonce.is_none() && text.contains("use_dpop_nonce") => nonce = Some(n),
+            _ => return Err(AgentError::Refused { status, body: text }),
+        }
+    }
+}

@@ -10,10 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
-use ap2_mandate::agent::{close_checkout, close_payment, AgentClient};
+use ap2_mandate::agent::{close_checkout, close_payment, request_token, AgentClient};
 use ap2_mandate::http::{router, system_clock, AppState};
-use ap2_mandate::identity::assertion::{make_assertion, JWT_BEARER};
-use ap2_mandate::identity::dpop::make_proof;
 use ap2_mandate::identity::password::Password;
 use ap2_mandate::identity::pkce::challenge_s256;
 use ap2_mandate::identity::{random_token, TokenService, TokenServiceConfig};
@@ -170,7 +168,6 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("creating alice: {}", e.reason()))?;
     let (code, pkce) = delegate(&web, &shopper_id, "alice", &password).await?;
     let broad = token(
-        &web,
         at,
         &shopper_id,
         &shopper,
@@ -195,11 +192,9 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
     // 3. Narrower tokens, one per resource.
     story.step("The shopper exchanges it for two narrower tokens: one for the wallet, one for the verifier");
     let exchange = |aud: &str, scope: &'static str| {
-        let (web, at, id, key, broad, aud) =
-            (&web, at, &shopper_id, &shopper, &broad, aud.to_owned());
+        let (at, id, key, broad, aud) = (at, &shopper_id, &shopper, &broad, aud.to_owned());
         async move {
             token(
-                web,
                 at,
                 id,
                 key,
@@ -363,7 +358,6 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
     let other_id = register(&web, at, "other-agent", &other).await?;
     let (code, pkce) = delegate(&web, &other_id, "alice", &password).await?;
     let other_broad = token(
-        &web,
         at,
         &other_id,
         &other,
@@ -376,7 +370,6 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
     )
     .await?;
     let other_token = token(
-        &web,
         at,
         &other_id,
         &other,
@@ -632,43 +625,15 @@ async fn delegate(
     Ok((code, verifier))
 }
 
-/// A token request authenticated with `private_key_jwt` and a DPoP proof, retried once with
-/// the server's DPoP nonce when it asks for one.
+/// A token from the token service for `client_id`, proving `key`.
 async fn token(
-    web: &Web,
     at: &Instance,
     client_id: &str,
     key: &SigningKey,
     params: &[(&str, &str)],
 ) -> anyhow::Result<String> {
-    let htu = format!("{}/oauth2/token", at.base);
-    let mut nonce: Option<String> = None;
-    for _ in 0..2 {
-        let proof = make_proof(key, "POST", &htu, now(), None, nonce.as_deref())?;
-        let assertion = make_assertion(key, client_id, &at.base, now())?;
-        let mut form = vec![
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", assertion.as_str()),
-        ];
-        form.extend_from_slice(params);
-        let res = web
-            .send(
-                web.http
-                    .post(&htu)
-                    .header("dpop", proof)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(serde_urlencoded::to_string(&form)?),
-            )
-            .await?;
-        if res.status == 200 {
-            return text(&res.json()?, "access_token");
-        }
-        match res.header("dpop-nonce") {
-            Some(n) if nonce.is_none() && res.body.contains("use_dpop_nonce") => nonce = Some(n),
-            _ => bail!("token request refused: {} {}", res.status, res.body),
-        }
-    }
-    bail!("the token endpoint kept asking for a DPoP nonce")
+    let answer = request_token(&at.base, &at.base, client_id, key, params).await?;
+    text(&answer, "access_token")
 }
 
 fn checkout_jwt(merchant: &SigningKey, id: &str, amount: u64) -> anyhow::Result<String> {

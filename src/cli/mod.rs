@@ -6,6 +6,7 @@ pub mod config;
 mod conformance;
 mod demo;
 mod inspect;
+mod merchant;
 mod serve;
 mod verify;
 
@@ -51,6 +52,8 @@ enum Command {
         dir: PathBuf,
     },
     /// Check or read the hash-chained audit log.
+    ///
+    /// Example: ap2-mandate audit verify      (or: ap2-mandate audit tail -n 20)
     Audit(audit::AuditArgs),
     /// Serve the token service, the wallet and the verifier over HTTP (all three by default).
     ///
@@ -60,12 +63,23 @@ enum Command {
     /// Example: ap2-mandate serve --trust-merchant shop.jwks.json --roles wallet,verifier
     Serve(Box<serve::ServeArgs>),
     /// Manage users who delegate to agents.
+    ///
+    /// Example: echo 'correct horse battery staple' | ap2-mandate user add alice
     User(serve::UserArgs),
     /// Manage the agent registry.
+    ///
+    /// Example: ap2-mandate agent add --name shopper --owner ops@example.com --jwks agent.jwks.json
+    /// --scope mandates:request --scope payments:present
     Agent(serve::AgentArgs),
-    /// Manage signing keys.
+    /// Make key pairs for agents and merchants; rotate this instance's signing keys.
+    ///
+    /// Example: ap2-mandate keys new --out agent.jwk      (or: ap2-mandate keys rotate)
     Keys(serve::KeysArgs),
-    /// Play the agent: request mandates, get a challenge, close a mandate, present it.
+    /// Play the agent: sign in a person, exchange tokens, make DPoP proofs, request mandates,
+    /// get a challenge, close a mandate, present it.
+    ///
+    /// Example: ap2-mandate act challenge --url http://127.0.0.1:8080 --key agent.jwk --token
+    /// verifier.token
     Act(act::ActArgs),
     /// Run the whole story on a throwaway instance and tell it step by step.
     ///
@@ -76,6 +90,17 @@ enum Command {
     ///
     /// Example: ap2-mandate demo            (NO_COLOR=1 or a pipe for plain text; --json for tools)
     Demo(demo::DemoArgs),
+    /// Play the merchant: sign a checkout with the merchant's own key.
+    ///
+    /// Example: ap2-mandate merchant sign --key shop.jwk --checkout checkout.json
+    Merchant(merchant::MerchantArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: ap2-mandate completions bash > /etc/bash_completion.d/ap2-mandate
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs one command; the exit code says whether it succeeded.
@@ -91,6 +116,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => serve::keys(args),
         Command::Act(args) => act::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Merchant(args) => merchant::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "ap2-mandate", &mut script);
+            use std::io::Write as _;
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
     }
 }
 

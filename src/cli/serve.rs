@@ -154,8 +154,12 @@ enum UserCommand {
     /// Example: echo 'correct horse battery' | ap2-mandate user add alice
     Add { username: String },
     /// List users.
+    ///
+    /// Example: ap2-mandate user list --data-dir ap2-data
     List,
     /// Disable a user: no more sign-in, and its tokens stop being issued.
+    ///
+    /// Example: ap2-mandate user disable alice
     Disable { username: String },
 }
 
@@ -194,10 +198,17 @@ enum AgentCommand {
         federated: Vec<String>,
     },
     /// List agents.
+    ///
+    /// Example: ap2-mandate agent list
     List,
     /// Show one agent.
+    ///
+    /// Example: ap2-mandate agent show agt_3kYt…
     Show { id: String },
-    /// Disable an agent: its grants and every token naming it are revoked at once.
+    /// Disable an agent: its grants, every token naming it and every mandate it holds are
+    /// revoked at once.
+    ///
+    /// Example: ap2-mandate agent disable agt_3kYt…
     Disable { id: String },
 }
 
@@ -211,7 +222,21 @@ pub struct KeysArgs {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
+    /// Make a P-256 key pair for an agent or a merchant: the private JWK (owner-only) at
+    /// --out, its public JWKS beside it (`NAME.jwks.json`). Touches no store.
+    ///
+    /// Example: ap2-mandate keys new --out shop.jwk --kid shop-2026
+    New {
+        /// Where to write the private JWK.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key id (default: its RFC 7638 thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+    },
     /// Start signing tokens with a new key; the old one verifies for `--overlap` seconds.
+    ///
+    /// Example: ap2-mandate keys rotate --overlap 3600
     Rotate {
         #[arg(long, default_value_t = 3600)]
         overlap: i64,
@@ -303,7 +328,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let trusted = verifier.config().merchants.keys().count();
             banner.note(match trusted {
                 0 => "trusts no merchant yet: every presentation is refused until you pass \
-                      --trust-merchant FILE (make one with `ap2-mandate merchant keygen`)"
+                      --trust-merchant FILE (make one with `ap2-mandate keys new`)"
                     .to_owned(),
                 n => format!("trusts {n} merchant checkout key(s) and this instance's wallet"),
             });
@@ -530,8 +555,12 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    if let KeysCommand::New { out, kid } = &args.command {
+        return new_key(out, kid.clone());
+    }
     with_service(&args.store, |service| async move {
         match args.command {
+            KeysCommand::New { .. } => unreachable!("handled without a store above"),
             KeysCommand::Rotate { overlap } => {
                 service
                     .rotate_keys(now(), overlap)
@@ -542,6 +571,44 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn new_key(out: &std::path::Path, kid: Option<String>) -> anyhow::Result<ExitCode> {
+    let key = ap2_mandate::jose::SigningKey::generate(kid)?;
+    let key = match key.kid() {
+        Some(_) => key,
+        None => {
+            let kid = key.public().thumbprint();
+            let mut jwk: serde_json::Value = serde_json::from_str(&key.to_private_jwk()?)?;
+            jwk["kid"] = kid.into();
+            ap2_mandate::jose::SigningKey::from_jwk(&jwk)?
+        }
+    };
+    let public_path = out.with_extension("jwks.json");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write as _;
+    let private = key.to_private_jwk()?;
+    options
+        .open(out)
+        .and_then(|mut f| f.write_all(private.as_bytes()))
+        .with_context(|| {
+            format!(
+                "--out {}: cannot create it (an existing key is never overwritten)",
+                out.display()
+            )
+        })?;
+    let public = json!({"keys": [key.public().to_value()]});
+    std::fs::write(&public_path, format!("{public:#}\n"))
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
+    println!(
+        "{}",
+        json!({"private_jwk": out.display().to_string(), "public_jwks": public_path.display().to_string(),
+            "kid": key.kid(), "thumbprint": key.public().thumbprint()})
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn with_service<F, Fut>(args: &StoreArgs, f: F) -> anyhow::Result<ExitCode>

@@ -1,0 +1,112 @@
+//! Every command and subcommand explains itself with an example, and the shell completions
+//! are generated.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The subcommand names listed under `Commands:` of a help text.
+fn commands(help: &str) -> Vec<String> {
+    let Some((_, rest)) = help.split_once("Commands:\n") else {
+        return Vec::new();
+    };
+    rest.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let top = run(&["--help"]);
+    let mut checked = 0;
+    let mut pending: Vec<Vec<String>> = commands(&top).into_iter().map(|c| vec![c]).collect();
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = run(&args);
+        assert!(
+            help.contains("Example:"),
+            "`ap2-mandate {}` has no example:\n{help}",
+            path.join(" ")
+        );
+        checked += 1;
+        for sub in commands(&help) {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            pending.push(deeper);
+        }
+    }
+    assert!(checked >= 30, "only {checked} commands were found");
+}
+
+#[test]
+fn completions_are_generated_for_bash_and_zsh() {
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("complete -F _ap2__mandate") && bash.contains("sign-in"),
+        "{bash}"
+    );
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef ap2-mandate"), "{zsh}");
+}
+
+#[test]
+fn keys_new_writes_a_private_key_for_the_owner_and_never_overwrites_one() {
+    let dir = std::env::temp_dir().join(format!("ap2-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("agent.jwk");
+    let printed = run(&[
+        "keys",
+        "new",
+        "--out",
+        out.to_str().unwrap(),
+        "--kid",
+        "agent-1",
+    ]);
+    let printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(printed["kid"], "agent-1");
+    let private: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(private["d"].is_string());
+    let public: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("agent.jwks.json")).unwrap())
+            .unwrap();
+    assert!(
+        public["keys"][0].get("d").is_none(),
+        "the public set holds no private part"
+    );
+    assert_eq!(public["keys"][0]["x"], private["x"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
+        .args(["keys", "new", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    let unchanged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(unchanged, private);
+    let _ = std::fs::remove_dir_all(&dir);
+}
