@@ -820,3 +820,41 @@ async fn a_first_spend_over_the_budget_is_refused_and_leaves_no_ledger_row() {
         );
     }
 }
+
+#[tokio::test]
+async fn instances_starting_together_on_a_fresh_postgres_schema_all_migrate() {
+    let Some(url) = support::postgres_url() else {
+        eprintln!("AP2_TEST_POSTGRES_URL is not set: the PostgreSQL start-up race is skipped");
+        return;
+    };
+    let mut config = ap2_mandate::store::StoreConfig::new(url);
+    config.schema = Some(support::unique("race").to_lowercase());
+    let opened = futures_join(&config).await;
+    for (i, store) in opened.iter().enumerate() {
+        let store = store
+            .as_ref()
+            .unwrap_or_else(|e| panic!("instance {i}: {e}"));
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(versions, 3, "every migration applied once");
+    }
+}
+
+/// Four stores opened at the same moment on one configuration.
+async fn futures_join(
+    config: &ap2_mandate::store::StoreConfig,
+) -> Vec<Result<Store, ap2_mandate::store::StoreError>> {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let config = config.clone();
+            tokio::spawn(async move { Store::open(&config).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

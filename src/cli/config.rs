@@ -144,6 +144,32 @@ mod tests {
     }
 
     #[test]
+    fn every_file_option_is_a_serve_flag_with_that_variable_and_back() {
+        let cli = <crate::cli::Cli as clap::CommandFactory>::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for (name, variable, _) in OPTIONS {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_long() == Some(*name))
+                .unwrap_or_else(|| panic!("serve has no --{name}"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(*variable),
+                "--{name}"
+            );
+        }
+        // And every serve option with a variable can be written in the file.
+        for arg in serve.get_arguments() {
+            if let (Some(long), Some(_)) = (arg.get_long(), arg.get_env()) {
+                assert!(
+                    long == "config" || OPTIONS.iter().any(|(n, _, _)| *n == long),
+                    "--{long} cannot be set in a configuration file"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn mistakes_name_the_option_and_the_fix() {
         let err = |text: &str| settings(text).unwrap_err().to_string();
         assert!(err("lisen = \"x\"").contains("unknown option `lisen`; the options are: listen"));

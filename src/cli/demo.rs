@@ -854,6 +854,15 @@ impl Web {
     }
 }
 
+/// One line of the story on standard output; a closed pipe (`| head`) ends the printing, not
+/// the demo.
+macro_rules! emit {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The narration: numbered steps with their facts, in colour on a terminal, plain in a pipe or
 /// with `NO_COLOR`, or one JSON document.
 struct Story {
@@ -888,7 +897,7 @@ impl Story {
 
     fn intro(&mut self, text: &str) {
         if !self.json {
-            println!("{}\n{text}", self.paint("1", "ap2-mandate demo"));
+            emit!("{}\n{text}", self.paint("1", "ap2-mandate demo"));
         }
     }
 
@@ -898,7 +907,7 @@ impl Story {
             .push(json!({"step": self.step, "title": title, "ok": true, "facts": []}));
         if !self.json {
             let counter = format!("[{:>2}/{STEPS}]", self.step);
-            println!(
+            emit!(
                 "\n{} {}",
                 self.paint("36", &counter),
                 self.paint("1", title)
@@ -917,7 +926,7 @@ impl Story {
     fn fact(&mut self, text: &str) {
         self.record("fact", text);
         if !self.json {
-            println!("        {text}");
+            emit!("        {text}");
         }
     }
 
@@ -925,7 +934,7 @@ impl Story {
         self.record("quote", text);
         if !self.json {
             for line in text.lines() {
-                println!("        {} {line}", self.paint("2", "│"));
+                emit!("        {} {line}", self.paint("2", "│"));
             }
         }
     }
@@ -933,7 +942,7 @@ impl Story {
     fn ok(&mut self, text: &str) {
         self.record("ok", text);
         if !self.json {
-            println!("        {} {text}", self.paint("32", "✔"));
+            emit!("        {} {text}", self.paint("32", "✔"));
         }
     }
 
@@ -944,7 +953,7 @@ impl Story {
             step["ok"] = false.into();
         }
         if !self.json {
-            println!("        {} {text}", self.paint("31", "✘ unexpected:"));
+            emit!("        {} {text}", self.paint("31", "✘ unexpected:"));
         }
     }
 
@@ -958,17 +967,17 @@ impl Story {
     fn finish(self) -> ExitCode {
         let complete = self.step == STEPS && self.failures == 0;
         if self.json {
-            println!(
+            emit!(
                 "{:#}",
                 json!({"ok": complete, "steps": self.steps, "failures": self.failures})
             );
         } else if complete {
-            println!(
+            emit!(
                 "\n{}",
                 self.paint("32;1", "Every step behaved as expected.")
             );
         } else {
-            println!(
+            emit!(
                 "\n{}",
                 self.paint(
                     "31;1",

@@ -179,14 +179,7 @@ impl Store {
             .connect_with(options)
             .await?;
         let store = Store { pool, backend };
-        if let (Backend::Postgres, Some(schema)) = (backend, &config.schema) {
-            // The name was checked in `connection_setup`: lowercase letters, digits and `_` only.
-            store
-                .pool
-                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await?;
-        }
-        store.migrate().await?;
+        store.migrate(config.schema.as_deref()).await?;
         Ok(store)
     }
 
@@ -205,7 +198,9 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies pending migrations. On PostgreSQL, instances starting together on one database
+    /// take turns under an advisory lock (per schema), so the loser waits and finds them done.
+    async fn migrate(&self, schema: Option<&str>) -> Result<(), StoreError> {
         let migrations: &[(i64, &str)] = match self.backend {
             Backend::Sqlite => &[
                 (1, include_str!("migrations/sqlite/0001_init.sql")),
@@ -218,29 +213,59 @@ impl Store {
                 (3, include_str!("migrations/postgres/0003_wallet.sql")),
             ],
         };
-        self.pool
-            .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .await?;
-        for (version, sql) in migrations {
-            let mut tx = self.pool.begin().await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            tx.execute(*sql).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(unix_now())
-                .execute(&mut *tx)
+        let mut conn = self.pool.acquire().await?;
+        // The schema name was checked in `connection_setup`: lowercase letters, digits and `_`.
+        let lock_key = format!(
+            "hashtext('ap2-mandate migrations {}')",
+            schema.unwrap_or("public")
+        );
+        if self.backend == Backend::Postgres {
+            conn.execute(format!("SELECT pg_advisory_lock({lock_key})").as_str())
                 .await?;
-            tx.commit().await?;
         }
-        Ok(())
+        let applied = apply_migrations(&mut conn, self.backend, schema, migrations).await;
+        if self.backend == Backend::Postgres {
+            // Also released when the connection closes, should this fail.
+            let _ = conn
+                .execute(format!("SELECT pg_advisory_unlock({lock_key})").as_str())
+                .await;
+        }
+        applied
     }
+}
+
+async fn apply_migrations(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    schema: Option<&str>,
+    migrations: &[(i64, &str)],
+) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    if let (Backend::Postgres, Some(schema)) = (backend, schema) {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await?;
+    }
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .await?;
+    for (version, sql) in migrations {
+        let mut tx = conn.begin().await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        tx.execute(*sql).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 fn connection_setup(backend: Backend, config: &StoreConfig) -> Result<String, StoreError> {
