@@ -87,14 +87,7 @@ async fn receipt_claims(w: &World, receipt: &str) -> Value {
 async fn setup() -> (World, Actor, String, String) {
     let w = world(support::sqlite_store().await).await;
     let alice = w.actor("shopper", "alice").await;
-    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
-    let open_payment = w.open_payment(
-        &w.wallet,
-        w.evidence(&alice),
-        &alice.agent,
-        &open_checkout,
-        vec![],
-    );
+    let (open_checkout, open_payment) = w.open_pair(&alice);
     (w, alice, open_checkout, open_payment)
 }
 
@@ -257,6 +250,12 @@ async fn json_rpc_edges_answer_with_their_codes() {
         error_code(&res),
         -32602,
         "an unknown member beside a mandate"
+    );
+    let res = rpc(&w, &alice, Some("1.0"), &send("two words", parts(&body))).await;
+    assert_eq!(
+        error_code(&res),
+        -32602,
+        "a message id that cannot be a key"
     );
     let mut twice = parts(&body);
     twice.push(json!({"checkout_jwt": body["checkout_jwt"]}));

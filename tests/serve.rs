@@ -2,6 +2,8 @@
 //! file with environment overrides, refusals of bad configuration, and a graceful stop that
 //! answers the request in flight.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,14 +25,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `ap2-mandate` in `dir` with a clean environment for its options.
@@ -98,7 +92,7 @@ fn terminate(child: &Child) {
 #[test]
 fn with_no_flags_all_three_roles_start_and_the_banner_names_paths_not_secrets() {
     let dir = TempDir::new("plain");
-    let port = free_port();
+    let port = support::free_port();
     // `--listen` is the one flag a parallel test run needs; the rest is the default.
     let mut c = command(&dir.0);
     c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
@@ -146,7 +140,7 @@ fn with_no_flags_all_three_roles_start_and_the_banner_names_paths_not_secrets() 
 #[test]
 fn a_config_file_sets_options_and_the_environment_wins_over_it() {
     let dir = TempDir::new("config");
-    let (from_file, from_env) = (free_port(), free_port());
+    let (from_file, from_env) = (support::free_port(), support::free_port());
     std::fs::write(
         dir.0.join("ap2.toml"),
         format!(
@@ -234,7 +228,7 @@ fn bad_configuration_stops_start_up_naming_the_option_and_the_fix() {
 #[test]
 fn a_stop_signal_lets_the_request_in_flight_finish() {
     let dir = TempDir::new("stop");
-    let port = free_port();
+    let port = support::free_port();
     let mut c = command(&dir.0);
     c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
     let (mut child, _) = start(c, port);

@@ -41,14 +41,7 @@ async fn happy_path_and_refusals(store: Store, label: &str) {
     let w = world(store).await;
     let alice = w.actor("shopper", "alice").await;
     let first_grant = alice.claims.grant_id.clone();
-    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
-    let open_payment = w.open_payment(
-        &w.wallet,
-        w.evidence(&alice),
-        &alice.agent,
-        &open_checkout,
-        vec![],
-    );
+    let (open_checkout, open_payment) = w.open_pair(&alice);
 
     // The happy path: Success, a signed receipt that verifies against our JWKS, a payment id.
     let body = w
@@ -503,14 +496,7 @@ async fn payments_are_verified_and_refused_over_http() {
 async fn disabled_and_revoked(store: Store, label: &str) {
     let w = world(store).await;
     let alice = w.actor("shopper", "alice").await;
-    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
-    let open_payment = w.open_payment(
-        &w.wallet,
-        w.evidence(&alice),
-        &alice.agent,
-        &open_checkout,
-        vec![],
-    );
+    let (open_checkout, open_payment) = w.open_pair(&alice);
 
     // A second grant for the same agent and user: revoking the first grant revokes its tokens,
     // and a mandate issued under it is refused even with a token of the second grant.
@@ -592,14 +578,7 @@ async fn disabled_agents_and_revoked_grants_are_refused() {
 async fn idempotency(store: Store, label: &str) {
     let w = world(store).await;
     let alice = w.actor("shopper", "alice").await;
-    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
-    let open_payment = w.open_payment(
-        &w.wallet,
-        w.evidence(&alice),
-        &alice.agent,
-        &open_checkout,
-        vec![],
-    );
+    let (open_checkout, open_payment) = w.open_pair(&alice);
     let mut body = w
         .fresh_payment(&alice, &open_checkout, &open_payment, "chk_i", 12900)
         .await;

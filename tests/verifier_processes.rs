@@ -34,16 +34,8 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn serve(data_dir: &Path, url: &str, schema: Option<&str>, jwks: &[PathBuf; 3]) -> Server {
-    let port = free_port();
+    let port = support::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"));
     cmd.args([
         "serve",
@@ -140,14 +132,7 @@ async fn two_processes_on_one_postgres_accept_one_presentation_once() {
     let b = serve(&dir, &url, Some(&schema), &jwks).await;
 
     let alice = Arc::new(w.actor("shopper", "alice").await);
-    let open_checkout = w.open_checkout(&w.wallet, w.evidence(&alice), &alice.agent);
-    let open_payment = w.open_payment(
-        &w.wallet,
-        w.evidence(&alice),
-        &alice.agent,
-        &open_checkout,
-        vec![],
-    );
+    let (open_checkout, open_payment) = w.open_pair(&alice);
     let body = Arc::new(
         w.fresh_payment(&alice, &open_checkout, &open_payment, "chk_p", 12900)
             .await,

@@ -8,6 +8,8 @@
 //! (`AP2_BROWSER_PYTHON`, `AP2_CHROMIUM`); without them the test says so and passes, unless
 //! `AP2_REQUIRE_BROWSER=1` (as in CI).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -47,11 +49,7 @@ fn the_readme_walkthrough_gets_from_nothing_to_a_verified_payment() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let script = walkthrough(&readme).replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     assert!(script.contains("ap2-mandate serve"), "{script}");
     // However the script ends, the server it started in the background ends with it.

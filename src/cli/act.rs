@@ -37,6 +37,32 @@ struct Connection {
     token: PathBuf,
 }
 
+/// The agent as a client of the token service.
+#[derive(Debug, Args)]
+struct TokenClient {
+    /// The token service's base URL.
+    #[arg(long)]
+    url: String,
+    /// Its issuer URL, if not --url.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The agent's id in the registry.
+    #[arg(long)]
+    client_id: String,
+    /// The agent's private key (a JWK file).
+    #[arg(long)]
+    key: PathBuf,
+}
+
+impl TokenClient {
+    /// A token response for these parameters.
+    async fn request(&self, params: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let key = load_key(&self.key)?;
+        let issuer = self.issuer.as_deref().unwrap_or(&self.url);
+        Ok(request_token(&self.url, issuer, &self.client_id, &key, params).await?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ActCommand {
     /// Ask a person to delegate: print the sign-in URL, wait for their browser to come back to
@@ -45,18 +71,8 @@ enum ActCommand {
     /// Example: ap2-mandate act sign-in --url http://127.0.0.1:8080 --client-id agt_… --key
     /// agent.jwk --scope "mandates:request payments:present" --out broad.token
     SignIn {
-        /// The token service's base URL.
-        #[arg(long)]
-        url: String,
-        /// Its issuer URL, if not --url.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// The agent's id in the registry.
-        #[arg(long)]
-        client_id: String,
-        /// The agent's private key (a JWK file).
-        #[arg(long)]
-        key: PathBuf,
+        #[command(flatten)]
+        client: TokenClient,
         /// The scope to ask for, space-separated.
         #[arg(long)]
         scope: String,
@@ -79,18 +95,8 @@ enum ActCommand {
     /// agent.jwk --token broad.token --resource http://127.0.0.1:8080/verifier --scope
     /// payments:present --out verifier.token
     Exchange {
-        /// The token service's base URL.
-        #[arg(long)]
-        url: String,
-        /// Its issuer URL, if not --url.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// The agent's id in the registry.
-        #[arg(long)]
-        client_id: String,
-        /// The agent's private key (a JWK file).
-        #[arg(long)]
-        key: PathBuf,
+        #[command(flatten)]
+        client: TokenClient,
         /// The token to exchange (a file).
         #[arg(long)]
         token: PathBuf,
@@ -227,18 +233,13 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ActCommand::SignIn {
-                url,
-                issuer,
-                client_id,
-                key,
+                client,
                 scope,
                 resource,
                 out,
                 port,
                 wait,
             } => {
-                let key = load_key(&key)?;
-                let issuer = issuer.unwrap_or_else(|| url.clone());
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .context("cannot listen on loopback for the browser's return")?;
@@ -247,7 +248,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 let state = random_token(12)?;
                 let mut params = vec![
                     ("response_type", "code".to_owned()),
-                    ("client_id", client_id.clone()),
+                    ("client_id", client.client_id.clone()),
                     ("redirect_uri", redirect.clone()),
                     ("scope", scope),
                     ("state", state.clone()),
@@ -258,7 +259,10 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     params.push(("resource", r));
                 }
                 let query = serde_urlencoded::to_string(&params)?;
-                let authorize = format!("{}/oauth2/authorize?{query}", url.trim_end_matches('/'));
+                let authorize = format!(
+                    "{}/oauth2/authorize?{query}",
+                    client.url.trim_end_matches('/')
+                );
                 eprintln!("Open this in the person's browser to sign in and approve:");
                 eprintln!("{authorize}");
                 open_browser(&authorize);
@@ -270,33 +274,23 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|_| {
                     anyhow!("no answer from the browser in {wait} seconds; run again")
                 })??;
-                let answer = request_token(
-                    &url,
-                    &issuer,
-                    &client_id,
-                    &key,
-                    &[
+                let answer = client
+                    .request(&[
                         ("grant_type", "authorization_code"),
                         ("code", &code),
                         ("redirect_uri", &redirect),
                         ("code_verifier", &verifier),
-                    ],
-                )
-                .await?;
+                    ])
+                    .await?;
                 save_token(&answer, &out)
             }
             ActCommand::Exchange {
-                url,
-                issuer,
-                client_id,
-                key,
+                client,
                 token,
                 resource,
                 scope,
                 out,
             } => {
-                let key = load_key(&key)?;
-                let issuer = issuer.unwrap_or_else(|| url.clone());
                 let subject = read(&token)?;
                 let mut params = vec![
                     ("grant_type", TOKEN_EXCHANGE),
@@ -307,7 +301,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 if let Some(scope) = &scope {
                     params.push(("scope", scope));
                 }
-                let answer = request_token(&url, &issuer, &client_id, &key, &params).await?;
+                let answer = client.request(&params).await?;
                 save_token(&answer, &out)
             }
             ActCommand::Dpop {

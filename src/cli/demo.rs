@@ -166,19 +166,7 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
         .create_user("alice", &Password::new(&password), now())
         .await
         .map_err(|e| anyhow!("creating alice: {}", e.reason()))?;
-    let (code, pkce) = delegate(&web, &shopper_id, "alice", &password).await?;
-    let broad = token(
-        at,
-        &shopper_id,
-        &shopper,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &pkce),
-        ],
-    )
-    .await?;
+    let broad = delegated(&web, at, &shopper_id, &shopper, &password).await?;
     let claims = unverified_claims(&broad)?;
     story.fact(&format!(
         "alice is {}; the shopper now holds a token for her: scope \"{}\", bound to its key \
@@ -191,26 +179,24 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
 
     // 3. Narrower tokens, one per resource.
     story.step("The shopper exchanges it for two narrower tokens: one for the wallet, one for the verifier");
-    let exchange = |aud: &str, scope: &'static str| {
-        let (at, id, key, broad, aud) = (at, &shopper_id, &shopper, &broad, aud.to_owned());
-        async move {
-            token(
-                at,
-                id,
-                key,
-                &[
-                    ("grant_type", TOKEN_EXCHANGE),
-                    ("subject_token", broad),
-                    ("subject_token_type", ACCESS_TOKEN_TYPE),
-                    ("resource", &aud),
-                    ("scope", scope),
-                ],
-            )
-            .await
-        }
-    };
-    let wallet_token = exchange(&at.wallet_aud, "mandates:request").await?;
-    let verifier_token = exchange(&at.verifier_aud, "payments:present").await?;
+    let wallet_token = exchanged(
+        at,
+        &shopper_id,
+        &shopper,
+        &broad,
+        &at.wallet_aud,
+        WALLET_SCOPE,
+    )
+    .await?;
+    let verifier_token = exchanged(
+        at,
+        &shopper_id,
+        &shopper,
+        &broad,
+        &at.verifier_aud,
+        PRESENT_SCOPE,
+    )
+    .await?;
     for t in [&wallet_token, &verifier_token] {
         let c = unverified_claims(t)?;
         story.fact(&format!(
@@ -356,30 +342,14 @@ async fn tell(story: &mut Story, at: &Instance) -> anyhow::Result<()> {
     story.step("A second agent, with its own token for alice, presents the shopper's mandate");
     let other = SigningKey::generate(Some("other-1".into()))?;
     let other_id = register(&web, at, "other-agent", &other).await?;
-    let (code, pkce) = delegate(&web, &other_id, "alice", &password).await?;
-    let other_broad = token(
+    let other_broad = delegated(&web, at, &other_id, &other, &password).await?;
+    let other_token = exchanged(
         at,
         &other_id,
         &other,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &pkce),
-        ],
-    )
-    .await?;
-    let other_token = token(
-        at,
-        &other_id,
-        &other,
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", &other_broad),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("resource", &at.verifier_aud),
-            ("scope", "payments:present"),
-        ],
+        &other_broad,
+        &at.verifier_aud,
+        PRESENT_SCOPE,
     )
     .await?;
     let thief = AgentClient::new(&at.base, &at.base, copy(&other)?, &other_token);
@@ -623,6 +593,46 @@ async fn delegate(
     }
     let code = get("code").ok_or_else(|| anyhow!("the redirect carries no code"))?;
     Ok((code, verifier))
+}
+
+const WALLET_SCOPE: &str = "mandates:request";
+const PRESENT_SCOPE: &str = "payments:present";
+
+/// Alice delegates to the agent in her browser; the agent redeems the code: its broad token.
+async fn delegated(
+    web: &Web,
+    at: &Instance,
+    agent_id: &str,
+    key: &SigningKey,
+    password: &str,
+) -> anyhow::Result<String> {
+    let (code, pkce) = delegate(web, agent_id, "alice", password).await?;
+    let params = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", pkce.as_str()),
+    ];
+    token(at, agent_id, key, &params).await
+}
+
+/// The agent exchanges `broad` for a token for `resource` with `scope` alone.
+async fn exchanged(
+    at: &Instance,
+    agent_id: &str,
+    key: &SigningKey,
+    broad: &str,
+    resource: &str,
+    scope: &str,
+) -> anyhow::Result<String> {
+    let params = [
+        ("grant_type", TOKEN_EXCHANGE),
+        ("subject_token", broad),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ("resource", resource),
+        ("scope", scope),
+    ];
+    token(at, agent_id, key, &params).await
 }
 
 /// A token from the token service for `client_id`, proving `key`.

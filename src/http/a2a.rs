@@ -163,22 +163,26 @@ pub async fn send_message(
         presentation.order_chain.unwrap_or(""),
     ]
     .join("\n");
-    let key = checked_key(message_id).map(Some);
+    let Ok(key) = checked_key(message_id) else {
+        return rpc_refusal(
+            &id,
+            RpcError::InvalidParams("messageId must be 1 to 255 visible ASCII characters"),
+        );
+    };
     match decide(
         &state,
         &headers,
         retried.as_bytes(),
         A2A_PATH,
         &presentation,
-        key,
+        Ok(Some(key)),
     )
     .await
     {
         Ok(answer) => reply(&id, dialect, message, presentation.role, &answer),
-        Err(VerifyError::Request(RequestError::Malformed(_))) => rpc_refusal(
-            &id,
-            RpcError::InvalidParams("messageId must be 1 to 255 visible ASCII characters"),
-        ),
+        Err(VerifyError::Request(RequestError::Malformed(rule))) => {
+            rpc_refusal(&id, RpcError::InvalidParams(rule))
+        }
         Err(VerifyError::Request(RequestError::IdempotencyReused)) => rpc_refusal(
             &id,
             RpcError::InvalidParams("this messageId was sent before with other mandates"),

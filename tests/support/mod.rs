@@ -24,6 +24,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{n}_{nanos}", std::process::id())
 }
 
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh SQLite file in the temporary directory.
 pub fn sqlite_path() -> PathBuf {
     std::env::temp_dir().join(format!("{}.db", unique("ap2_store")))

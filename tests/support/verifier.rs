@@ -235,6 +235,19 @@ impl World {
         issue(issuer, "dc+sd-jwt", claims, mandate).unwrap()
     }
 
+    /// The open checkout and payment mandates the trusted wallet issues to `a`, with evidence.
+    pub fn open_pair(&self, a: &Actor) -> (String, String) {
+        let open_checkout = self.open_checkout(&self.wallet, self.evidence(a), &a.agent);
+        let open_payment = self.open_payment(
+            &self.wallet,
+            self.evidence(a),
+            &a.agent,
+            &open_checkout,
+            vec![],
+        );
+        (open_checkout, open_payment)
+    }
+
     /// The order's checkout chain, closed for the merchant (not for us).
     pub fn order(&self, open_checkout: &str, agent: &TestAgent, jwt: &str) -> String {
         let closed = json!({"vct": "mandate.checkout.1", "checkout_jwt": jwt,
