@@ -46,6 +46,8 @@ pub struct VerifierConfig {
     pub max_payment: Vec<Amount>,
     /// How long a challenge stays open, seconds.
     pub challenge_lifetime: i64,
+    /// Longest a remote wallet's status list is cached, seconds (its own `ttl` may say less).
+    pub status_cache: i64,
 }
 
 impl VerifierConfig {
@@ -63,6 +65,7 @@ impl VerifierConfig {
             allowed_currencies: None,
             max_payment: Vec::new(),
             challenge_lifetime: 300,
+            status_cache: 60,
         }
     }
 
@@ -76,6 +79,9 @@ impl VerifierConfig {
         }
         // No trusted merchant is a verifier that refuses every presentation: useless until
         // configured, never unsafe.
+        if !(0..=3600).contains(&self.status_cache) {
+            return Err("the status list cache must be 0..=3600 seconds".into());
+        }
         if !(1..=MAX_CHALLENGE_LIFETIME).contains(&self.challenge_lifetime) {
             return Err(format!(
                 "challenge lifetime must be 1..={MAX_CHALLENGE_LIFETIME} seconds"

@@ -18,6 +18,7 @@
 //! each with exactly one AP2 code ([`Check::code`]).
 
 mod config;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -277,6 +278,7 @@ pub struct VerifierService {
     trust: Trust,
     profiles: HashMap<String, usize>,
     tokens: Arc<TokenService>,
+    remote_status: status::RemoteStatus,
 }
 
 impl std::fmt::Debug for VerifierService {
@@ -331,11 +333,13 @@ impl VerifierService {
             issuers,
             merchants: config.merchants.clone(),
         };
+        let remote_status = status::RemoteStatus::new(config.status_cache);
         Ok(VerifierService {
             config,
             trust,
             profiles,
             tokens,
+            remote_status,
         })
     }
 
@@ -603,11 +607,28 @@ impl VerifierService {
         };
         let claims = root.claims();
         let Some(raw) = claims.get(DELEGATION_CLAIM) else {
-            return Ok(match profile.evidence {
-                EvidenceRule::CnfOnly if !claims.contains_key("status") => Ok(None),
-                EvidenceRule::CnfOnly => Err(Check::StatusUnknown),
-                EvidenceRule::Required => Err(Check::EvidenceMissing),
-            });
+            if profile.evidence == EvidenceRule::Required {
+                return Ok(Err(Check::EvidenceMissing));
+            }
+            // An issuer that binds by `cnf` alone and runs its own wallet: its status list,
+            // fetched by the URL the mandate names and signed by the same issuer.
+            if !claims.contains_key("status") {
+                return Ok(Ok(None));
+            }
+            let Some(entry) = status::StatusRef::from_claims(claims) else {
+                return Ok(Err(Check::StatusUnknown));
+            };
+            return Ok(
+                match self
+                    .remote_status
+                    .standing(&entry, &profile.keys, now)
+                    .await
+                {
+                    status::Standing::Valid => Ok(None),
+                    status::Standing::Revoked => Err(Check::MandateRevoked),
+                    status::Standing::Unknown => Err(Check::StatusUnknown),
+                },
+            );
         };
         let Some(evidence) = Evidence::parse(raw, claims) else {
             return Ok(Err(Check::EvidenceMalformed));
