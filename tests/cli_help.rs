@@ -110,3 +110,28 @@ fn keys_new_writes_a_private_key_for_the_owner_and_never_overwrites_one() {
     assert_eq!(unchanged, private);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_nonce_that_starts_with_a_hyphen_is_a_value_not_a_flag() {
+    // base64url nonces start with `-` one time in 64; `act dpop` must take them as given.
+    let dir = std::env::temp_dir().join(format!("ap2-hyphen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("agent.jwk");
+    run(&["keys", "new", "--out", key.to_str().unwrap()]);
+    let proof = run(&[
+        "act",
+        "dpop",
+        "--key",
+        key.to_str().unwrap(),
+        "--url",
+        "http://127.0.0.1:8080/oauth2/token",
+        "--nonce",
+        "-Xy_z",
+    ]);
+    let payload = proof.trim().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&ap2_mandate::jose::b64::decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["nonce"], "-Xy_z");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -129,7 +129,7 @@ enum ActCommand {
         #[arg(long)]
         token: Option<PathBuf>,
         /// A nonce the server asked for (`DPoP-Nonce`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         nonce: Option<String>,
     },
     /// Propose mandates to the wallet (a JSON file), and optionally wait for the decision.
@@ -175,8 +175,8 @@ enum ActCommand {
         /// The verifier's audience.
         #[arg(long)]
         aud: String,
-        /// The verifier's challenge.
-        #[arg(long)]
+        /// The verifier's challenge (base64url: it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         nonce: String,
         /// The payment instrument (JSON), for payments.
         #[arg(long)]

@@ -38,8 +38,8 @@ pub struct VerifyArgs {
     /// This verifier's audience (omit with --nonce for an issuer-signed closed mandate).
     #[arg(long, requires = "nonce")]
     aud: Option<String>,
-    /// The nonce this verifier issued.
-    #[arg(long, requires = "aud")]
+    /// The nonce this verifier issued (it may start with `-`).
+    #[arg(long, requires = "aud", allow_hyphen_values = true)]
     nonce: Option<String>,
     /// For payments: the order's checkout chain (its open checkout hash binds payment.reference).
     #[arg(long)]
@@ -48,7 +48,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     checkout_aud: Option<String>,
     /// For payments: the checkout chain's nonce, when --checkout-chain is given.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     checkout_nonce: Option<String>,
     /// Earlier accepted total under this open mandate, in minor units.
     #[arg(long, default_value_t = 0)]
