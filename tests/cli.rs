@@ -304,5 +304,27 @@ fn user_agent_and_keys_commands_manage_the_store() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The same store found through the data directory, answering in JSON for scripts.
+    let out = bin()
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert!(verdict["records"].as_i64().unwrap() >= 2, "{verdict}");
+    let out = bin()
+        .args(["audit", "tail", "-n", "2", "--json", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines
+        .iter()
+        .all(|l| l["seq"].is_i64() && l["record"]["action"].is_string()));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,14 +8,16 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// `sqlite://PATH` or `postgres://…` (default: the embedded store under ./ap2-data).
-    #[arg(
-        long,
-        global = true,
-        env = "AP2_DATABASE_URL",
-        default_value = "sqlite://ap2-data/ap2.db?mode=rwc"
-    )]
-    database_url: String,
+    /// The data directory of the embedded store (as for `serve`).
+    #[arg(long, global = true, env = "AP2_DATA_DIR", default_value = "ap2-data")]
+    data_dir: std::path::PathBuf,
+    /// `sqlite://PATH` or `postgres://…` (default: `ap2.db` in the data directory).
+    #[arg(long, global = true, env = "AP2_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Print JSON: `{"intact", "records"}` or `{"intact", "broken_at", "why"}` for verify, one
+    /// record per line for tail.
+    #[arg(long, global = true)]
+    json: bool,
     /// PostgreSQL schema, when the store lives in one.
     #[arg(long, global = true, env = "AP2_DATABASE_SCHEMA")]
     schema: Option<String>,
@@ -44,41 +46,56 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut config = StoreConfig::new(&args.database_url);
+        let url = args.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                args.data_dir.join("ap2.db").display()
+            )
+        });
+        let mut config = StoreConfig::new(&url);
         config.schema = args.schema.clone();
-        if let Some(dir) = sqlite_dir(&args.database_url) {
+        if let Some(dir) = sqlite_dir(&url) {
             std::fs::create_dir_all(dir)?;
         }
         let store = Store::open(&config)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
         let code = match args.command {
-            AuditCommand::Verify => verify(&store).await?,
-            AuditCommand::Tail { lines } => tail(&store, lines).await?,
+            AuditCommand::Verify => verify(&store, args.json).await?,
+            AuditCommand::Tail { lines } => tail(&store, lines, args.json).await?,
         };
         store.close().await;
         Ok(code)
     })
 }
 
-async fn verify(store: &Store) -> anyhow::Result<ExitCode> {
-    match store.verify().await? {
-        Ok(count) => {
-            println!("audit chain intact: {count} records");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(broken) => {
-            println!(
-                "audit chain BROKEN at record {}: {}",
-                broken.seq, broken.why
-            );
-            Ok(ExitCode::FAILURE)
-        }
+async fn verify(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
+    let result = store.verify().await?;
+    let code = match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    };
+    match (result, json) {
+        (Ok(count), false) => println!("audit chain intact: {count} records"),
+        (Ok(count), true) => println!("{}", serde_json::json!({"intact": true, "records": count})),
+        (Err(broken), false) => println!(
+            "audit chain BROKEN at record {}: {}",
+            broken.seq, broken.why
+        ),
+        (Err(broken), true) => println!(
+            "{}",
+            serde_json::json!({"intact": false, "broken_at": broken.seq, "why": broken.why})
+        ),
     }
+    Ok(code)
 }
 
-async fn tail(store: &Store, lines: i64) -> anyhow::Result<ExitCode> {
+async fn tail(store: &Store, lines: i64, json: bool) -> anyhow::Result<ExitCode> {
     for r in store.tail(lines).await? {
+        if json {
+            println!("{}", serde_json::json!({"seq": r.seq, "record": r.record}));
+            continue;
+        }
         let a = &r.record;
         let mut line = format!(
             "#{:<6} {} {:<18} {:<8}",
