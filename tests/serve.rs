@@ -216,7 +216,7 @@ fn bad_configuration_stops_start_up_naming_the_option_and_the_fix() {
     refuse(
         None,
         &["--trust-merchant", "missing.json"],
-        "cannot read JWKS file missing.json",
+        "--trust-merchant missing.json: cannot read it",
     );
     refuse(
         None,

@@ -272,6 +272,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin_file = args.store.data_dir.join("admin-token");
         let admin = load_or_create_admin_token(&admin_file)
             .with_context(|| format!("admin token file {}", admin_file.display()))?;
+        // The signing key of tokens and receipts exists from the first start, sealed.
+        service
+            .signing_key(now())
+            .await
+            .map_err(|e| anyhow!("signing key: {}", e.reason()))?;
         let sweeper = service
             .store()
             .spawn_sweeper(std::time::Duration::from_secs(60));
@@ -684,14 +689,22 @@ fn verifier_service(
         keys: own_wallet,
         evidence: EvidenceRule::Required,
     }];
-    for (paths, evidence) in [
-        (&args.trust_issuers, EvidenceRule::Required),
-        (&args.trust_issuers_cnf_only, EvidenceRule::CnfOnly),
+    for (option, paths, evidence) in [
+        (
+            "--trust-issuer",
+            &args.trust_issuers,
+            EvidenceRule::Required,
+        ),
+        (
+            "--trust-issuer-cnf-only",
+            &args.trust_issuers_cnf_only,
+            EvidenceRule::CnfOnly,
+        ),
     ] {
         for path in paths {
             issuers.push(IssuerProfile {
                 name: path.display().to_string(),
-                keys: read_jwks(path)?,
+                keys: read_jwks(option, path)?,
                 evidence,
             });
         }
@@ -730,7 +743,7 @@ fn verifier_service(
 fn merchant_keys(args: &VerifierArgs) -> anyhow::Result<KeySet> {
     let mut merchants = KeySet::new();
     for path in &args.trust_merchants {
-        for key in read_jwks(path)?.keys() {
+        for key in read_jwks("--trust-merchant", path)?.keys() {
             merchants
                 .insert(key.clone())
                 .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
@@ -739,12 +752,16 @@ fn merchant_keys(args: &VerifierArgs) -> anyhow::Result<KeySet> {
     Ok(merchants)
 }
 
-fn read_jwks(path: &std::path::Path) -> anyhow::Result<KeySet> {
+/// The public keys of a JWKS file given to `option`; every failure names the option, the file
+/// and what to give instead.
+fn read_jwks(option: &str, path: &std::path::Path) -> anyhow::Result<KeySet> {
+    let fix = "give a JWKS file of public P-256 keys (`ap2-mandate keys new` makes one)";
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read JWKS file {}", path.display()))?;
+        .map_err(|e| anyhow!("{option} {}: cannot read it ({e}); {fix}", path.display()))?;
     let value = ap2_mandate::json::parse(text.as_bytes(), 1 << 20)
-        .map_err(|e| anyhow!("{} is not strict JSON: {e}", path.display()))?;
-    KeySet::from_jwks(&value).map_err(|e| anyhow!("{} is not a P-256 JWKS: {e}", path.display()))
+        .map_err(|e| anyhow!("{option} {}: not strict JSON ({e}); {fix}", path.display()))?;
+    KeySet::from_jwks(&value)
+        .map_err(|e| anyhow!("{option} {}: not a P-256 JWKS ({e}); {fix}", path.display()))
 }
 
 /// The keys this instance's wallet signs mandates with: made on first start; every unretired
