@@ -123,6 +123,11 @@ fn with_no_flags_all_three_roles_start_and_the_banner_names_paths_not_secrets() 
         assert_eq!(mode(&data), 0o700);
     }
 
+    // The signing keys exist from the first start: tokens and receipts, and the wallet's.
+    let (_, jwks) = get(port, "/.well-known/jwks.json");
+    assert!(jwks.contains("\"kid\":\"tokens-"), "{jwks}");
+    assert!(jwks.contains("\"kid\":\"mandates-"), "{jwks}");
+
     // Every role answers.
     assert_eq!(get(port, "/.well-known/oauth-authorization-server").0, 200);
     assert_eq!(get(port, "/mandates").0, 200);
