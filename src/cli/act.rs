@@ -240,6 +240,8 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 port,
                 wait,
             } => {
+                // A key that cannot sign is found out before the person signs in for nothing.
+                load_key(&client.key)?;
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .context("cannot listen on loopback for the browser's return")?;
