@@ -215,6 +215,11 @@ fn bad_configuration_stops_start_up_naming_the_option_and_the_fix() {
     );
     refuse(
         None,
+        &["--status-cache", "5000"],
+        "--status-cache must be 0 to 3600 seconds",
+    );
+    refuse(
+        None,
         &["--roles", "wallet", "--trust-merchant", "x.json"],
         "add verifier to --roles",
     );

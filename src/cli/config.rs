@@ -34,6 +34,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("verifier-audience", "AP2_VERIFIER_AUDIENCE", false),
     ("allowed-currency", "AP2_ALLOWED_CURRENCIES", true),
     ("max-payment", "AP2_MAX_PAYMENTS", true),
+    ("status-cache", "AP2_STATUS_CACHE", false),
 ];
 
 /// The configuration file named by `--config` (or `AP2_CONFIG`), if any.

@@ -137,6 +137,10 @@ pub struct VerifierArgs {
     /// The largest single payment, as `AMOUNT CODE` (for example `500.00 USD`; repeatable).
     #[arg(long = "max-payment", env = "AP2_MAX_PAYMENTS", value_delimiter = ',')]
     max_payments: Vec<String>,
+    /// Longest a remote wallet's status list is cached, seconds (0 to 3600; its own `ttl` may
+    /// say less): how long a revocation elsewhere can take to be seen.
+    #[arg(long, env = "AP2_STATUS_CACHE", default_value_t = 60)]
+    status_cache: i64,
 }
 
 #[derive(Debug, Args)]
@@ -735,6 +739,10 @@ fn verifier_service(
             .ok_or_else(|| anyhow!("--max-payment `{cap}` must read like `500.00 USD`"))?;
         config.max_payment.push(parsed);
     }
+    if !(0..=3600).contains(&args.status_cache) {
+        bail!("--status-cache must be 0 to 3600 seconds, for example 60");
+    }
+    config.status_cache = args.status_cache;
     VerifierService::new(config, tokens).map_err(|e| anyhow!("verifier configuration: {e}"))
 }
 
