@@ -214,30 +214,35 @@ mod tests {
         s
     }
 
-    #[test]
-    fn entries_are_read_least_significant_first_at_every_width() {
-        let key = SigningKey::generate(Some("w".into())).unwrap();
-        let uri = "https://wallet.example/lists/1";
-        let one = verified_list(
-            &token(&key, uri, 1, &[0b0000_0100], 0, 60),
-            uri,
-            &set(&key),
+    const URI: &str = "https://wallet.example/lists/1";
+
+    /// A list of `bits`-bit entries signed by `key` for `URI`, issued at 0 with `ttl`, as the
+    /// verifier would take it at time 10 from `URI` under `trusted`.
+    fn taken(
+        key: &SigningKey,
+        trusted: &SigningKey,
+        bits: u8,
+        raw: &[u8],
+        ttl: i64,
+    ) -> Option<Cached> {
+        verified_list(
+            &token(key, URI, bits, raw, 0, ttl),
+            URI,
+            &set(trusted),
             10,
             300,
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn entries_are_read_least_significant_first_at_every_width() {
+        let key = SigningKey::generate(Some("w".into())).unwrap();
+        let one = taken(&key, &key, 1, &[0b0000_0100], 60).unwrap();
         assert_eq!(
             (read(&one, 1), read(&one, 2), read(&one, 8)),
             (Some(0), Some(1), None)
         );
-        let two = verified_list(
-            &token(&key, uri, 2, &[0b1001_0000], 0, 60),
-            uri,
-            &set(&key),
-            10,
-            300,
-        )
-        .unwrap();
+        let two = taken(&key, &key, 2, &[0b1001_0000], 60).unwrap();
         assert_eq!(
             (read(&two, 2), read(&two, 3), read(&two, 0)),
             (Some(1), Some(2), Some(0))
@@ -249,42 +254,25 @@ mod tests {
     fn a_list_from_another_signer_url_or_time_is_not_trusted() {
         let key = SigningKey::generate(Some("w".into())).unwrap();
         let other = SigningKey::generate(Some("w".into())).unwrap();
-        let uri = "https://wallet.example/lists/1";
-        let good = token(&key, uri, 1, &[0], 0, 60);
+        assert!(taken(&key, &key, 1, &[0], 60).is_some(), "the good list");
+        assert!(taken(&key, &other, 1, &[0], 60).is_none(), "another key");
+        assert!(taken(&key, &key, 3, &[0], 60).is_none(), "3 bits");
+        let good = token(&key, URI, 1, &[0], 0, 60);
+        let other_uri = "https://wallet.example/lists/2";
         assert!(
-            verified_list(&good, uri, &set(&other), 10, 300).is_none(),
-            "another key"
+            verified_list(&good, other_uri, &set(&key), 10, 300).is_none(),
+            "another URL"
         );
         assert!(
-            verified_list(&good, "https://wallet.example/lists/2", &set(&key), 10, 300).is_none()
-        );
-        assert!(
-            verified_list(&good, uri, &set(&key), 3600, 300).is_none(),
+            verified_list(&good, URI, &set(&key), 3600, 300).is_none(),
             "expired"
         );
+        let later = token(&key, URI, 1, &[0], 500, 60);
         assert!(
-            verified_list(
-                &token(&key, uri, 1, &[0], 500, 60),
-                uri,
-                &set(&key),
-                10,
-                300
-            )
-            .is_none(),
+            verified_list(&later, URI, &set(&key), 10, 300).is_none(),
             "issued later"
         );
-        assert!(
-            verified_list(&token(&key, uri, 3, &[0], 0, 60), uri, &set(&key), 10, 300).is_none(),
-            "3 bits"
-        );
-        let capped = verified_list(
-            &token(&key, uri, 1, &[0], 0, 100_000),
-            uri,
-            &set(&key),
-            10,
-            300,
-        )
-        .unwrap();
+        let capped = taken(&key, &key, 1, &[0], 100_000).unwrap();
         assert_eq!(capped.fresh_until, 310, "a long ttl is capped");
     }
 }
