@@ -135,3 +135,25 @@ fn a_nonce_that_starts_with_a_hyphen_is_a_value_not_a_flag() {
     assert_eq!(claims["nonce"], "-Xy_z");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly_with_status_141() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/ap2-v0.2/cases/valid_hnp_payment.json"
+    );
+    for args in [vec!["inspect", fixture], vec!["completions", "bash"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first line is written, as after `| head -0`.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

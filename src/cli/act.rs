@@ -220,7 +220,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 let proposal: Value = serde_json::from_str(&read(&body)?)
                     .with_context(|| format!("{} is not JSON", body.display()))?;
                 let created = client.request_mandates(&proposal).await?;
-                println!("{created}");
+                say!("{created}");
                 if wait > 0 {
                     let id = created["id"]
                         .as_str()
@@ -228,7 +228,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     let state = client
                         .wait_for_decision(id, Duration::from_secs(wait))
                         .await?;
-                    println!("{state}");
+                    say!("{state}");
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -326,12 +326,12 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     token.as_deref(),
                     nonce.as_deref(),
                 )?;
-                println!("{proof}");
+                say!("{proof}");
                 Ok(ExitCode::SUCCESS)
             }
             ActCommand::Challenge { conn } => {
                 let (nonce, aud) = client(&conn)?.challenge().await?;
-                println!("{}", serde_json::json!({"nonce": nonce, "aud": aud}));
+                say!("{}", serde_json::json!({"nonce": nonce, "aud": aud}));
                 Ok(ExitCode::SUCCESS)
             }
             ActCommand::Close {
@@ -363,7 +363,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     }
                     _ => return Err(anyhow!("--kind is payment or checkout")),
                 };
-                println!("{chain}");
+                say!("{chain}");
                 Ok(ExitCode::SUCCESS)
             }
             ActCommand::Present {
@@ -386,7 +386,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     "checkout" => client.present_checkout(&chain, &jwt).await?,
                     _ => return Err(anyhow!("--kind is payment or checkout")),
                 };
-                println!("{decision}");
+                say!("{decision}");
                 Ok(match decision["status"] == "Success" {
                     true => ExitCode::SUCCESS,
                     false => ExitCode::from(1),
@@ -485,7 +485,7 @@ fn save_token(answer: &Value, out: &PathBuf) -> anyhow::Result<ExitCode> {
         .and_then(|mut f| f.write_all(token.as_bytes()))
         .with_context(|| format!("cannot write {}", out.display()))?;
     let (_, claims) = ap2_mandate::danger::insecure_decode_jwt(token)?;
-    println!(
+    say!(
         "{}",
         serde_json::json!({"token_file": out.display().to_string(), "aud": claims.get("aud"),
             "scope": claims.get("scope"), "sub": claims.get("sub"), "exp": claims.get("exp")})

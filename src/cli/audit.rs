@@ -76,13 +76,14 @@ async fn verify(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
         Err(_) => ExitCode::FAILURE,
     };
     match (result, json) {
-        (Ok(count), false) => println!("audit chain intact: {count} records"),
-        (Ok(count), true) => println!("{}", serde_json::json!({"intact": true, "records": count})),
-        (Err(broken), false) => println!(
+        (Ok(count), false) => say!("audit chain intact: {count} records"),
+        (Ok(count), true) => say!("{}", serde_json::json!({"intact": true, "records": count})),
+        (Err(broken), false) => say!(
             "audit chain BROKEN at record {}: {}",
-            broken.seq, broken.why
+            broken.seq,
+            broken.why
         ),
-        (Err(broken), true) => println!(
+        (Err(broken), true) => say!(
             "{}",
             serde_json::json!({"intact": false, "broken_at": broken.seq, "why": broken.why})
         ),
@@ -93,7 +94,7 @@ async fn verify(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
 async fn tail(store: &Store, lines: i64, json: bool) -> anyhow::Result<ExitCode> {
     for r in store.tail(lines).await? {
         if json {
-            println!("{}", serde_json::json!({"seq": r.seq, "record": r.record}));
+            say!("{}", serde_json::json!({"seq": r.seq, "record": r.record}));
             continue;
         }
         let a = &r.record;
@@ -118,7 +119,7 @@ async fn tail(store: &Store, lines: i64, json: bool) -> anyhow::Result<ExitCode>
             }
         }
         line.push_str(&format!(" run={}", a.correlation_id));
-        println!("{line}");
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

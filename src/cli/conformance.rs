@@ -20,14 +20,14 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|x| format!("  [{x}]"))
             .unwrap_or_default();
-        println!(
+        say!(
             "{mark} {:width$}  expected {:<34} got {}{reason}",
             r.name,
             r.expected.to_string(),
             r.got
         );
     }
-    println!("{} passed, {} failed", results.len() - failed, failed);
+    say!("{} passed, {} failed", results.len() - failed, failed);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

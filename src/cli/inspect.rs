@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 pub fn run(chain: &str) -> anyhow::Result<ExitCode> {
     let hops =
         insecure_decode_chain(chain).map_err(|e| anyhow::anyhow!("not a mandate chain: {e}"))?;
-    println!("NOT VERIFIED: decoded only. No signature, trusted key, binding or time was checked;");
-    println!("use `ap2-mandate verify` to decide anything.\n");
+    say!("NOT VERIFIED: decoded only. No signature, trusted key, binding or time was checked;");
+    say!("use `ap2-mandate verify` to decide anything.\n");
     for (i, hop) in hops.iter().enumerate() {
         let place = match (i, hops.len()) {
             (0, 1) => "issuer-signed closed mandate",
@@ -21,9 +21,9 @@ pub fn run(chain: &str) -> anyhow::Result<ExitCode> {
             (n, len) if n + 1 == len => "closing hop (agent)",
             _ => "intermediate hop",
         };
-        println!("Hop {} of {}: {place}", i + 1, hops.len());
+        say!("Hop {} of {}: {place}", i + 1, hops.len());
         print_hop(hop);
-        println!();
+        say!();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -36,7 +36,7 @@ fn print_hop(hop: &InsecureHop) {
             .unwrap_or("-")
             .to_owned()
     };
-    println!(
+    say!(
         "  signed by    kid {} (alg {}, typ {})",
         h("kid"),
         h("alg"),
@@ -44,15 +44,15 @@ fn print_hop(hop: &InsecureHop) {
     );
     for claim in ["iss", "sub", "aud", "nonce", "sd_hash"] {
         if let Some(v) = hop.payload.get(claim).and_then(Value::as_str) {
-            println!("  {claim:<12} {v}");
+            say!("  {claim:<12} {v}");
         }
     }
     print_times("hop", &hop.payload);
-    println!("  disclosures  {}", hop.disclosures.len());
-    println!("  hop hash     {}", hop.segment_hash);
+    say!("  disclosures  {}", hop.disclosures.len());
+    say!("  hop hash     {}", hop.segment_hash);
     let resolved = match &hop.resolved {
         Ok(r) => r,
-        Err(e) => return println!("  DISCLOSURES DO NOT RESOLVE: {e}"),
+        Err(e) => return say!("  DISCLOSURES DO NOT RESOLVE: {e}"),
     };
     match resolved
         .get("delegate_payload")
@@ -60,41 +60,41 @@ fn print_hop(hop: &InsecureHop) {
         .map(Vec::as_slice)
     {
         Some([Value::Object(mandate)]) => print_mandate(mandate),
-        _ => println!("  mandate      none disclosed"),
+        _ => say!("  mandate      none disclosed"),
     }
 }
 
 fn print_mandate(m: &Map<String, Value>) {
     let vct = m.get("vct").and_then(Value::as_str).unwrap_or("-");
     let known = Vct::parse(vct).map_or(" (NOT an AP2 v0.2 type)", |_| "");
-    println!("  mandate      {vct}{known}");
+    say!("  mandate      {vct}{known}");
     print_times("mandate", m);
     if let Some(jwk) = m.get("cnf").and_then(|c| c.get("jwk")) {
         match PublicJwk::from_value(jwk) {
-            Ok(k) => println!(
+            Ok(k) => say!(
                 "  agent key    jkt {} (kid {})",
                 k.thumbprint(),
                 k.kid().unwrap_or("-")
             ),
-            Err(e) => println!("  agent key    INVALID: {e}"),
+            Err(e) => say!("  agent key    INVALID: {e}"),
         }
     }
     if let Some(list) = m.get("constraints").and_then(Value::as_array) {
-        println!("  constraints");
+        say!("  constraints");
         for c in list {
             match Constraint::parse(c) {
-                Ok(c) => println!("    - {}", describe::constraint(&c)),
-                Err(e) => println!("    - MALFORMED: {e}"),
+                Ok(c) => say!("    - {}", describe::constraint(&c)),
+                Err(e) => say!("    - MALFORMED: {e}"),
             }
         }
     }
     match Vct::parse(vct) {
         Some(Vct::Payment) => match ClosedPaymentMandate::from_delegate(m) {
             Ok(p) => {
-                println!("  payment      {}", describe::closed_payment(&p));
-                println!("  transaction  {}", p.transaction_id);
+                say!("  payment      {}", describe::closed_payment(&p));
+                say!("  transaction  {}", p.transaction_id);
             }
-            Err(e) => println!("  payment      MALFORMED: {e}"),
+            Err(e) => say!("  payment      MALFORMED: {e}"),
         },
         Some(Vct::Checkout) => print_checkout(m),
         _ => {}
@@ -103,13 +103,13 @@ fn print_mandate(m: &Map<String, Value>) {
 
 fn print_checkout(m: &Map<String, Value>) {
     if let Some(hash) = m.get("checkout_hash").and_then(Value::as_str) {
-        println!("  checkout     hash {hash}");
+        say!("  checkout     hash {hash}");
     }
     let Some(jwt) = m.get("checkout_jwt").and_then(Value::as_str) else {
-        return println!("  checkout     JWT not disclosed");
+        return say!("  checkout     JWT not disclosed");
     };
     let Ok((header, c)) = insecure_decode_jwt(jwt) else {
-        return println!("  checkout     JWT MALFORMED");
+        return say!("  checkout     JWT MALFORMED");
     };
     let merchant = c
         .get("merchant")
@@ -117,7 +117,7 @@ fn print_checkout(m: &Map<String, Value>) {
         .and_then(Value::as_str)
         .unwrap_or("-");
     let kid = header.get("kid").and_then(Value::as_str).unwrap_or("-");
-    println!(
+    say!(
         "  checkout     {} from {merchant} (signed by kid {kid})",
         c.get("id").and_then(Value::as_str).unwrap_or("-")
     );
@@ -141,14 +141,14 @@ fn print_checkout(m: &Map<String, Value>) {
             .unwrap_or("-");
         let qty = line.get("quantity").and_then(Value::as_u64).unwrap_or(0);
         let price = line.pointer("/item/price").and_then(Value::as_u64);
-        println!("    {qty} x {title} ({id}) at {}", money(price, currency));
+        say!("    {qty} x {title} ({id}) at {}", money(price, currency));
     }
     let total = c.get("totals").and_then(Value::as_array).and_then(|t| {
         t.iter()
             .find(|x| x.get("type").and_then(Value::as_str) == Some("total"))
             .and_then(|x| x.get("amount")?.as_u64())
     });
-    println!("    total {}", money(total, currency));
+    say!("    total {}", money(total, currency));
 }
 
 fn money(minor: Option<u64>, currency: Option<Currency>) -> String {
@@ -163,7 +163,7 @@ fn money(minor: Option<u64>, currency: Option<Currency>) -> String {
 fn print_times(what: &str, claims: &Map<String, Value>) {
     for (name, label) in [("iat", "issued"), ("exp", "expires")] {
         if let Some(t) = claims.get(name).and_then(Value::as_i64) {
-            println!("  {:<12} {} ({what} {name})", label, format_utc(t));
+            say!("  {:<12} {} ({what} {name})", label, format_utc(t));
         }
     }
 }

@@ -63,11 +63,11 @@ pub fn run(args: MerchantArgs) -> anyhow::Result<ExitCode> {
             }
             let jwt = sign_compact(&key, Some("JWT"), false, content.to_string().as_bytes())?;
             match json {
-                true => println!(
+                true => say!(
                     "{}",
                     json!({"checkout_jwt": jwt, "checkout_hash": sha256_b64(jwt.as_bytes())})
                 ),
-                false => println!("{jwt}"),
+                false => say!("{jwt}"),
             }
             Ok(ExitCode::SUCCESS)
         }

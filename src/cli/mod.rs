@@ -1,5 +1,20 @@
 //! Command-line interface: argument parsing and dispatch.
 
+/// Prints one line of a command's output. A reader that went away (`| head`) ends the command
+/// as a closed pipe ends other Unix tools, with status 141, instead of a panic; any other
+/// failure to write is an error worth stopping on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            panic!("cannot write to standard output: {e}");
+        }
+    }};
+}
+
 mod act;
 mod audit;
 pub mod config;
@@ -123,8 +138,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut command, "ap2-mandate", &mut script);
             use std::io::Write as _;
             match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(ExitCode::SUCCESS),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+                Err(e) => Err(e.into()),
+                Ok(()) => Ok(ExitCode::SUCCESS),
             }
         }
     }

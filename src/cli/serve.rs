@@ -452,7 +452,7 @@ impl Banner {
              Stop with Ctrl-C: requests in flight are answered first.",
             "sign in", self.issuer, "docs", self.issuer, self.issuer, self.issuer
         ));
-        println!("{out}");
+        say!("{out}");
     }
 }
 
@@ -468,11 +468,11 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
                     .create_user(&username, &password, now)
                     .await
                     .map_err(|e| anyhow!("{}", e.reason()))?;
-                println!("{}", json!({"id": user.id, "username": user.username}));
+                say!("{}", json!({"id": user.id, "username": user.username}));
             }
             UserCommand::List => {
                 for user in service.store().users().await? {
-                    println!(
+                    say!(
                         "{}",
                         json!({"id": user.id, "username": user.username, "status": user.status})
                     );
@@ -484,7 +484,7 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
                     .store()
                     .set_user_status(&user.id, UserStatus::Disabled)
                     .await?;
-                println!("{}", json!({"id": user.id, "status": "disabled"}));
+                say!("{}", json!({"id": user.id, "status": "disabled"}));
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -532,18 +532,18 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     .register_agent(&body, now)
                     .await
                     .map_err(|e| anyhow!("{}", e.reason()))?;
-                println!("{}", ap2_mandate::http::agent_json(&agent));
+                say!("{}", ap2_mandate::http::agent_json(&agent));
             }
             AgentCommand::List => {
                 for agent in service.store().agents().await? {
-                    println!(
+                    say!(
                         "{}",
                         json!({"id": agent.id, "name": agent.name, "owner": agent.owner, "status": agent.status})
                     );
                 }
             }
             AgentCommand::Show { id } => {
-                println!(
+                say!(
                     "{:#}",
                     ap2_mandate::http::agent_json(&service.store().agent(&id).await?)
                 );
@@ -553,7 +553,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     .disable_agent(&id, now)
                     .await
                     .map_err(|e| anyhow!("{}", e.reason()))?;
-                println!(
+                say!(
                     "{}",
                     json!({"id": id, "status": "disabled", "revoked_grants": revoked.grants, "revoked_tokens": revoked.tokens, "revoked_mandates": revoked.mandates})
                 );
@@ -575,7 +575,7 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     .rotate_keys(now(), overlap)
                     .await
                     .map_err(|e| anyhow!("{}", e.reason()))?;
-                println!("{}", json!({"rotated": "tokens", "overlap": overlap}));
+                say!("{}", json!({"rotated": "tokens", "overlap": overlap}));
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -612,7 +612,7 @@ fn new_key(out: &std::path::Path, kid: Option<String>) -> anyhow::Result<ExitCod
     let public = json!({"keys": [key.public().to_value()]});
     std::fs::write(&public_path, format!("{public:#}\n"))
         .with_context(|| format!("cannot write {}", public_path.display()))?;
-    println!(
+    say!(
         "{}",
         json!({"private_jwk": out.display().to_string(), "public_jwks": public_path.display().to_string(),
             "kid": key.kid(), "thumbprint": key.public().thumbprint()})

@@ -115,12 +115,12 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         });
     match decision {
         Ok(()) => {
-            println!("Success: the mandate approves this {}.", kind_word(a.kind));
+            say!("Success: the mandate approves this {}.", kind_word(a.kind));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("Error: {} ({})", e.code().as_str(), e.reason());
-            println!("{}", e.code().description());
+            say!("Error: {} ({})", e.code().as_str(), e.reason());
+            say!("{}", e.code().description());
             Ok(ExitCode::FAILURE)
         }
     }
