@@ -96,6 +96,7 @@ impl Server {
         let handle = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
+        ap2_mandate::outbound::install_crypto();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency)
             .build()

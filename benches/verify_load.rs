@@ -224,7 +224,8 @@ async fn agent(service: &TokenService, setup: &Setup, server: &Server) -> Agent 
         ("client_assertion", assertion.as_str()),
     ])
     .expect("form");
-    let res = reqwest::Client::new()
+    let res = ap2_mandate::outbound::client(None, None)
+        .expect("HTTP client")
         .post(format!("{}/oauth2/token", server.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("dpop", proof)

@@ -55,12 +55,18 @@ impl AgentClient {
     /// `issuer`), with the agent's DPoP key and its access token.
     pub fn new(base: &str, issuer: &str, key: SigningKey, token: &str) -> Self {
         AgentClient {
-            http: reqwest::Client::new(),
+            http: crate::outbound::client(None, None).unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),
             issuer: issuer.trim_end_matches('/').to_owned(),
             key,
             token: token.to_owned(),
         }
+    }
+
+    /// The same client over another HTTP client (one that trusts a private CA, say).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
     }
 
     /// One call with `Authorization: DPoP` and a fresh proof; the JSON answer of a 2xx.
@@ -244,13 +250,13 @@ pub fn close_payment(
 /// `private_key_jwt` client authentication and a DPoP proof by `key`, retried once with the
 /// server's DPoP nonce when it asks for one (RFC 9449 §8). The token response.
 pub async fn request_token(
+    http: &reqwest::Client,
     base: &str,
     issuer: &str,
     client_id: &str,
     key: &SigningKey,
     params: &[(&str, &str)],
 ) -> Result<Value, AgentError> {
-    let http = reqwest::Client::new();
     let issuer = issuer.trim_end_matches('/');
     let url = format!("{}/oauth2/token", base.trim_end_matches('/'));
     let htu = format!("{issuer}/oauth2/token");

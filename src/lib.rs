@@ -31,6 +31,7 @@ pub mod jose;
 pub mod json;
 pub mod mandate;
 pub mod money;
+pub mod outbound;
 pub mod sdjwt;
 pub mod store;
 pub mod verifier;

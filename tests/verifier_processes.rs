@@ -72,7 +72,7 @@ async fn serve(data_dir: &Path, url: &str, schema: Option<&str>, jwks: &[PathBuf
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let client = reqwest::Client::new();
+    let client = ap2_mandate::outbound::client(None, None).unwrap();
     let started = Instant::now();
     loop {
         if let Ok(res) = client.get(format!("{}/healthz", server.base)).send().await {
@@ -137,7 +137,7 @@ async fn two_processes_on_one_postgres_accept_one_presentation_once() {
         w.fresh_payment(&alice, &open_checkout, &open_payment, "chk_p", 12900)
             .await,
     );
-    let client = reqwest::Client::new();
+    let client = ap2_mandate::outbound::client(None, None).unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
         let base = if i % 2 == 0 {
@@ -188,7 +188,7 @@ async fn killed_under_load(url: String, schema: Option<String>, label: &str) {
         &open_checkout,
         vec![],
     ));
-    let client = reqwest::Client::new();
+    let client = ap2_mandate::outbound::client(None, None).unwrap();
     let base = Arc::new(server.base.clone());
     let mut tasks = Vec::new();
     for worker in 0..6 {

@@ -16,6 +16,9 @@ use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub struct ActArgs {
+    /// A PEM file of certificates to trust for HTTPS besides the public roots (a private CA).
+    #[arg(long, global = true, env = "AP2_TLS_CA_FILE", value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: ActCommand,
 }
@@ -56,10 +59,14 @@ struct TokenClient {
 
 impl TokenClient {
     /// A token response for these parameters.
-    async fn request(&self, params: &[(&str, &str)]) -> anyhow::Result<Value> {
+    async fn request(
+        &self,
+        http: &reqwest::Client,
+        params: &[(&str, &str)],
+    ) -> anyhow::Result<Value> {
         let key = load_key(&self.key)?;
         let issuer = self.issuer.as_deref().unwrap_or(&self.url);
-        Ok(request_token(&self.url, issuer, &self.client_id, &key, params).await?)
+        Ok(request_token(http, &self.url, issuer, &self.client_id, &key, params).await?)
     }
 }
 
@@ -214,6 +221,17 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let roots = args
+            .tls_ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .with_context(|| format!("--tls-ca-file {}: cannot read it", path.display()))
+            })
+            .transpose()?;
+        let http = ap2_mandate::outbound::client(roots.as_deref(), None)
+            .map_err(|e| anyhow!("--tls-ca-file: {e}; give a PEM file of CA certificates"))?;
+        let client = |conn: &Connection| client(conn, &http);
         match args.command {
             ActCommand::Request { conn, body, wait } => {
                 let client = client(&conn)?;
@@ -277,12 +295,15 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                     anyhow!("no answer from the browser in {wait} seconds; run again")
                 })??;
                 let answer = client
-                    .request(&[
-                        ("grant_type", "authorization_code"),
-                        ("code", &code),
-                        ("redirect_uri", &redirect),
-                        ("code_verifier", &verifier),
-                    ])
+                    .request(
+                        &http,
+                        &[
+                            ("grant_type", "authorization_code"),
+                            ("code", &code),
+                            ("redirect_uri", &redirect),
+                            ("code_verifier", &verifier),
+                        ],
+                    )
                     .await?;
                 save_token(&answer, &out)
             }
@@ -303,7 +324,7 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
                 if let Some(scope) = &scope {
                     params.push(("scope", scope));
                 }
-                let answer = client.request(&params).await?;
+                let answer = client.request(&http, &params).await?;
                 save_token(&answer, &out)
             }
             ActCommand::Dpop {
@@ -493,11 +514,11 @@ fn save_token(answer: &Value, out: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn client(conn: &Connection) -> anyhow::Result<AgentClient> {
+fn client(conn: &Connection, http: &reqwest::Client) -> anyhow::Result<AgentClient> {
     let key = load_key(&conn.key)?;
     let token = read(&conn.token)?;
     let issuer = conn.issuer.as_deref().unwrap_or(&conn.url);
-    Ok(AgentClient::new(&conn.url, issuer, key, &token))
+    Ok(AgentClient::new(&conn.url, issuer, key, &token).with_http(http.clone()))
 }
 
 fn load_key(path: &PathBuf) -> anyhow::Result<SigningKey> {

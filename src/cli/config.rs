@@ -35,6 +35,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("allowed-currency", "AP2_ALLOWED_CURRENCIES", true),
     ("max-payment", "AP2_MAX_PAYMENTS", true),
     ("status-cache", "AP2_STATUS_CACHE", false),
+    ("tls-ca-file", "AP2_TLS_CA_FILE", false),
 ];
 
 /// The configuration file named by `--config` (or `AP2_CONFIG`), if any.

@@ -642,7 +642,8 @@ async fn token(
     key: &SigningKey,
     params: &[(&str, &str)],
 ) -> anyhow::Result<String> {
-    let answer = request_token(&at.base, &at.base, client_id, key, params).await?;
+    let http = ap2_mandate::outbound::client(None, None).map_err(|e| anyhow!(e))?;
+    let answer = request_token(&http, &at.base, &at.base, client_id, key, params).await?;
     text(&answer, "access_token")
 }
 
@@ -785,9 +786,7 @@ impl Page {
 
 impl Web {
     fn new(base: &str) -> anyhow::Result<Web> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = ap2_mandate::outbound::client(None, None).map_err(|e| anyhow!(e))?;
         Ok(Web {
             http,
             base: base.to_owned(),

@@ -141,6 +141,10 @@ pub struct VerifierArgs {
     /// say less): how long a revocation elsewhere can take to be seen.
     #[arg(long, env = "AP2_STATUS_CACHE", default_value_t = 60)]
     status_cache: i64,
+    /// A PEM file of certificates the verifier trusts for HTTPS besides the public roots (a
+    /// private CA in front of a remote wallet's status lists).
+    #[arg(long, env = "AP2_TLS_CA_FILE", value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -743,6 +747,14 @@ fn verifier_service(
         bail!("--status-cache must be 0 to 3600 seconds, for example 60");
     }
     config.status_cache = args.status_cache;
+    if let Some(path) = &args.tls_ca_file {
+        config.tls_roots = Some(std::fs::read(path).map_err(|e| {
+            anyhow!(
+                "--tls-ca-file {}: cannot read it ({e}); give a PEM file of CA certificates",
+                path.display()
+            )
+        })?);
+    }
     VerifierService::new(config, tokens).map_err(|e| anyhow!("verifier configuration: {e}"))
 }
 

@@ -48,6 +48,8 @@ pub struct VerifierConfig {
     pub challenge_lifetime: i64,
     /// Longest a remote wallet's status list is cached, seconds (its own `ttl` may say less).
     pub status_cache: i64,
+    /// PEM certificates trusted for HTTPS fetches besides the public roots (a private CA).
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 impl VerifierConfig {
@@ -66,6 +68,7 @@ impl VerifierConfig {
             max_payment: Vec::new(),
             challenge_lifetime: 300,
             status_cache: 60,
+            tls_roots: None,
         }
     }
 

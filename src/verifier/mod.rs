@@ -333,7 +333,8 @@ impl VerifierService {
             issuers,
             merchants: config.merchants.clone(),
         };
-        let remote_status = status::RemoteStatus::new(config.status_cache);
+        let remote_status =
+            status::RemoteStatus::new(config.status_cache, config.tls_roots.as_deref())?;
         Ok(VerifierService {
             config,
             trust,

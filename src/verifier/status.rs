@@ -76,18 +76,15 @@ impl std::fmt::Debug for RemoteStatus {
 }
 
 impl RemoteStatus {
-    /// A cache that keeps a list at most `max_cache` seconds (less when its `ttl` says so).
-    pub fn new(max_cache: i64) -> RemoteStatus {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        RemoteStatus {
+    /// A cache that keeps a list at most `max_cache` seconds (less when its `ttl` says so),
+    /// fetching over HTTPS that also trusts the PEM certificates of `extra_roots`.
+    pub fn new(max_cache: i64, extra_roots: Option<&[u8]>) -> Result<RemoteStatus, String> {
+        let http = crate::outbound::client(extra_roots, Some(FETCH_TIMEOUT))?;
+        Ok(RemoteStatus {
             http,
             max_cache,
             lists: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The standing of `entry`, under a list signed by one of `keys`.

@@ -182,10 +182,7 @@ impl Harness {
         let handle = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let client = ap2_mandate::outbound::client(None, None).unwrap();
         Harness {
             service,
             state,
