@@ -143,17 +143,26 @@ fn a_reader_that_goes_away_ends_the_command_quietly_with_status_141() {
         "/fixtures/ap2-v0.2/cases/valid_hnp_payment.json"
     );
     for args in [vec!["inspect", fixture], vec!["completions", "bash"]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
+        let out = Command::new(env!("CARGO_BIN_EXE_ap2-mandate"))
             .args(&args)
-            .stdout(std::process::Stdio::piped())
+            .stdout(closed_pipe())
             .stderr(std::process::Stdio::piped())
-            .spawn()
+            .output()
             .unwrap();
-        // The reader is gone before the first line is written, as after `| head -0`.
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// The writing end of a pipe whose reader has already gone, as after `| head -0`: the reader
+/// is a process that exits at once.
+fn closed_pipe() -> std::process::Stdio {
+    let mut reader = Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    writer.into()
 }
