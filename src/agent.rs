@@ -76,6 +76,11 @@ impl AgentClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, AgentError> {
+        if !crate::identity::https_or_loopback(&self.base) {
+            return Err(AgentError::Invalid(
+                "the instance's URL must be https (plain http only on loopback)",
+            ));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -257,6 +262,11 @@ pub async fn request_token(
     key: &SigningKey,
     params: &[(&str, &str)],
 ) -> Result<Value, AgentError> {
+    if !crate::identity::https_or_loopback(base) {
+        return Err(AgentError::Invalid(
+            "the token service's URL must be https (plain http only on loopback)",
+        ));
+    }
     let issuer = issuer.trim_end_matches('/');
     let url = format!("{}/oauth2/token", base.trim_end_matches('/'));
     let htu = format!("{issuer}/oauth2/token");

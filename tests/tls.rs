@@ -91,6 +91,18 @@ async fn the_agent_reaches_a_verifier_behind_tls_only_when_it_trusts_the_ca() {
         other => panic!("an untrusted certificate was accepted: {other:?}"),
     }
     assert!(ap2_mandate::outbound::client(Some(b"not a certificate"), None).is_err());
+
+    // Tokens never travel in clear text off the machine: plain http is for loopback only.
+    let cleartext = AgentClient::new(
+        "http://verifier.example",
+        "http://verifier.example",
+        clone_key(&alice.agent.key),
+        &alice.token,
+    );
+    match cleartext.challenge().await {
+        Err(AgentError::Invalid(why)) => assert!(why.contains("https"), "{why}"),
+        other => panic!("a token was sent over plain http: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

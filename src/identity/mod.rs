@@ -180,10 +180,14 @@ pub fn split_scope(scope: &str) -> Vec<String> {
 
 /// Whether `url` is `https://…`, or `http://` on a loopback host (for local use and tests).
 pub fn https_or_loopback(url: &str) -> bool {
-    url.starts_with("https://")
-        || ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| url.starts_with(p))
+    if url.starts_with("https://") {
+        return true;
+    }
+    // The loopback host must end where the host ends: `http://127.0.0.1.example.net` is not it.
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .filter_map(|host| url.strip_prefix(host))
+        .any(|rest| rest.is_empty() || rest.starts_with([':', '/', '?', '#']))
 }
 
 /// Fresh random bytes, base64url: ids, codes, nonces.
@@ -191,4 +195,31 @@ pub fn random_token(bytes: usize) -> Result<String, crate::jose::Error> {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).map_err(|_| crate::jose::Error::Crypto)?;
     Ok(crate::jose::b64::encode(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_or_loopback;
+
+    #[test]
+    fn plain_http_is_allowed_on_loopback_hosts_only() {
+        for ok in [
+            "https://pay.example.com",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8080/verifier",
+            "http://localhost/x",
+            "http://[::1]:9000",
+        ] {
+            assert!(https_or_loopback(ok), "{ok}");
+        }
+        for refused in [
+            "http://127.0.0.1.example.net/list",
+            "http://localhost.example.net",
+            "http://localhostile:80",
+            "http://pay.example.com",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(!https_or_loopback(refused), "{refused}");
+        }
+    }
 }
