@@ -14,6 +14,13 @@ use crate::identity::dpop::make_proof;
 use crate::jose::{sha256_b64, SigningKey};
 use crate::mandate::build::{close, join, present};
 
+/// Now, in Unix seconds: the `iat` of proofs and assertions.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Why an agent call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -81,9 +88,7 @@ impl AgentClient {
                 "the instance's URL must be https (plain http only on loopback)",
             ));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         let proof = make_proof(
             &self.key,
             method,
@@ -272,9 +277,7 @@ pub async fn request_token(
     let htu = format!("{issuer}/oauth2/token");
     let mut nonce: Option<String> = None;
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         let proof = make_proof(key, "POST", &htu, now, None, nonce.as_deref())
             .map_err(|_| AgentError::Invalid("cannot sign a DPoP proof with this key"))?;
         let assertion = crate::identity::assertion::make_assertion(key, client_id, issuer, now)

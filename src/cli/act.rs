@@ -417,8 +417,8 @@ pub fn run(args: ActArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+use ap2_mandate::identity::grants::token_types::ACCESS_TOKEN as ACCESS_TOKEN_TYPE;
+use ap2_mandate::identity::grants::TOKEN_EXCHANGE_GRANT as TOKEN_EXCHANGE;
 
 /// Waits for the browser's redirect on `listener`: the code, once `state` matches.
 async fn receive_code(listener: &tokio::net::TcpListener, state: &str) -> anyhow::Result<String> {

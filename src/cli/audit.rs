@@ -46,15 +46,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let url = args.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                args.data_dir.join("ap2.db").display()
-            )
-        });
-        let mut config = StoreConfig::new(&url);
+        let mut config = match &args.database_url {
+            Some(url) => StoreConfig::new(url),
+            None => StoreConfig::sqlite(&args.data_dir.join("ap2.db")),
+        };
         config.schema = args.schema.clone();
-        if let Some(dir) = sqlite_dir(&url) {
+        if let Some(dir) = sqlite_dir(&config.url) {
             std::fs::create_dir_all(dir)?;
         }
         let store = Store::open(&config)

@@ -32,8 +32,8 @@ pub struct DemoArgs {
 /// Where the agent sends the person after sign-in; the demo reads the code from the redirect
 /// instead of listening there.
 const REDIRECT: &str = "http://127.0.0.1:8765/callback";
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+use ap2_mandate::identity::grants::token_types::ACCESS_TOKEN as ACCESS_TOKEN_TYPE;
+use ap2_mandate::identity::grants::TOKEN_EXCHANGE_GRANT as TOKEN_EXCHANGE;
 const STEPS: usize = 16;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -73,8 +73,7 @@ impl Instance {
             .await
             .context("cannot listen on a loopback port")?;
         let base = format!("http://{}", listener.local_addr()?);
-        let url = format!("sqlite://{}?mode=rwc", dir.join("ap2.db").display());
-        let store = Store::open(&StoreConfig::new(url))
+        let store = Store::open(&StoreConfig::sqlite(&dir.join("ap2.db")))
             .await
             .map_err(|e| anyhow!("cannot open the store: {e}"))?;
         let master = MasterKey::load_or_create(&dir.join("master.key"))

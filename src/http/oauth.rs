@@ -17,7 +17,7 @@ use crate::identity::token::act_value;
 use crate::identity::{split_scope, OAuthCode, TokenError};
 use crate::store::KeyVault;
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+use crate::identity::grants::TOKEN_EXCHANGE_GRANT as TOKEN_EXCHANGE;
 
 /// `GET /.well-known/oauth-authorization-server`.
 pub async fn metadata(State(state): State<AppState>) -> Json<Value> {

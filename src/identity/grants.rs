@@ -19,6 +19,9 @@ use crate::store::records::{Agent, AuthCode, CodeRefusal, Grant, GrantStatus, Id
 use crate::store::records::{OAuthRecords, Standing};
 use crate::store::{AuditRecord, DecisionLedger, StoreError};
 
+/// The token exchange grant type (RFC 8693 §2.1).
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 /// Token type URIs (RFC 8693 §3).
 pub mod token_types {
     /// An access token.

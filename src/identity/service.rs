@@ -229,7 +229,7 @@ impl TokenService {
             "response_types_supported": ["code"],
             "grant_types_supported": [
                 "authorization_code",
-                "urn:ietf:params:oauth:grant-type:token-exchange"
+                super::grants::TOKEN_EXCHANGE_GRANT
             ],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
