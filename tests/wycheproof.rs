@@ -434,7 +434,7 @@ fn id(case: &Value) -> u64 {
 
 /// Decodes lowercase or uppercase hex; the vectors are trusted test data, so bad hex panics.
 fn hex(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "odd-length hex: {text}");
+    assert!(text.len().is_multiple_of(2), "odd-length hex: {text}");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
