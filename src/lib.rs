@@ -29,6 +29,7 @@ pub mod http;
 pub mod identity;
 pub mod jose;
 pub mod json;
+pub mod jwks;
 pub mod mandate;
 pub mod money;
 pub mod outbound;

@@ -233,6 +233,91 @@ fn bad_configuration_stops_start_up_naming_the_option_and_the_fix() {
         &["--listen", "127.0.0.1:99999"],
         "--listen 127.0.0.1:99999",
     );
+    refuse(
+        None,
+        &["--trust-issuer", "http://wallet.example/jwks"],
+        "--trust-issuer: JWKS URL `http://wallet.example/jwks` must be https",
+    );
+    refuse(
+        None,
+        &["--jwks-refresh", "5"],
+        "--jwks-refresh must be 30 to 86400 seconds",
+    );
+    // Nobody listens on port 9: a JWKS URL that cannot be fetched at start-up stops it.
+    refuse(
+        None,
+        &["--trust-merchant", "http://127.0.0.1:9/jwks"],
+        "--trust-merchant: the JWKS at http://127.0.0.1:9/jwks cannot be used: unreachable",
+    );
+    let jwks = jwks_server(vec![(200, r#"{"keys": []}"#.to_owned())]);
+    refuse(
+        None,
+        &["--trust-issuer", &jwks],
+        &format!("--trust-issuer {jwks}: the JWKS at {jwks} holds no P-256 key"),
+    );
+    let jwks = jwks_server(vec![(404, String::new())]);
+    refuse(
+        None,
+        &["--trust-issuer-cnf-only", &jwks],
+        "cannot be used: answered HTTP 404",
+    );
+}
+
+/// A loopback server answering its requests in turn with `answers` (status, body), then
+/// repeating the last; returns its URL.
+fn jwks_server(answers: Vec<(u16, String)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut answers = answers.into_iter().peekable();
+        let mut last = (500, String::new());
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            if let Some(answer) = answers.next() {
+                last = answer;
+            }
+            let (status, body) = &last;
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn keys_at_a_jwks_url_are_fetched_at_start_up() {
+    let dir = TempDir::new("jwks");
+    let port = support::free_port();
+    let shop = ap2_mandate::jose::SigningKey::generate(Some("shop-1".into())).unwrap();
+    let other = ap2_mandate::jose::SigningKey::generate(Some("shop-2".into())).unwrap();
+    let doc = serde_json::json!({"keys": [shop.public().to_value(), other.public().to_value()]});
+    let jwks = jwks_server(vec![(200, doc.to_string())]);
+    let mut c = command(&dir.0);
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--trust-merchant",
+        &jwks,
+    ]);
+    let (mut child, banner) = start(c, port);
+    assert!(
+        banner.contains(&format!(
+            "trusts 2 merchant checkout key(s) (some from {jwks})"
+        )),
+        "{banner}"
+    );
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]

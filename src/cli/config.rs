@@ -31,6 +31,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("trust-issuer", "AP2_TRUST_ISSUERS", true),
     ("trust-issuer-cnf-only", "AP2_TRUST_ISSUERS_CNF_ONLY", true),
     ("trust-merchant", "AP2_TRUST_MERCHANTS", true),
+    ("jwks-refresh", "AP2_JWKS_REFRESH", false),
     ("verifier-audience", "AP2_VERIFIER_AUDIENCE", false),
     ("allowed-currency", "AP2_ALLOWED_CURRENCIES", true),
     ("max-payment", "AP2_MAX_PAYMENTS", true),

@@ -93,18 +93,18 @@ impl Instance {
         merchants.insert(merchant.public().clone())?;
 
         let mut wallet_config = WalletConfig::new(&base);
-        wallet_config.merchants = Some(merchants.clone());
+        wallet_config.merchants = Some(merchants.clone().into());
         let wallet = WalletService::new(wallet_config, service.clone())
             .await
             .map_err(|e| anyhow!("wallet: {e}"))?;
         let own = super::serve::own_wallet_keys(&service).await?;
         let issuers = vec![IssuerProfile {
             name: "this instance's wallet".into(),
-            keys: own,
+            keys: own.into(),
             evidence: EvidenceRule::Required,
         }];
         let verifier_aud = format!("{base}/verifier");
-        let config = VerifierConfig::new(verifier_aud.clone(), issuers, merchants);
+        let config = VerifierConfig::new(verifier_aud.clone(), issuers, merchants.into());
         let verifier =
             VerifierService::new(config, service.clone()).map_err(|e| anyhow!("verifier: {e}"))?;
         let wallet_aud = wallet.config().audience.clone();

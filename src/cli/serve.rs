@@ -12,6 +12,7 @@ use ap2_mandate::identity::external::ExternalIssuerConfig;
 use ap2_mandate::identity::password::Password;
 use ap2_mandate::identity::{TokenService, TokenServiceConfig};
 use ap2_mandate::jose::KeySet;
+use ap2_mandate::jwks::{self, TrustedKeys};
 use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::{FederatedCredential, IdentityRecords as _, UserStatus};
 use ap2_mandate::store::{KeyVault as _, MasterKey, Store, StoreConfig};
@@ -101,29 +102,35 @@ pub struct ServeArgs {
 /// whose checkouts it accepts as named here (with none, every presentation is refused).
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
-    /// A JWKS file of another wallet whose mandates must carry delegation evidence (repeatable;
-    /// this instance's own wallet is always trusted).
+    /// The JWKS of another wallet whose mandates must carry delegation evidence: a file, or an
+    /// https URL fetched at start-up and every --jwks-refresh seconds (repeatable; this
+    /// instance's own wallet is always trusted).
     #[arg(
         long = "trust-issuer",
         env = "AP2_TRUST_ISSUERS",
         value_delimiter = ','
     )]
-    trust_issuers: Vec<PathBuf>,
-    /// A JWKS file of an issuer whose mandates carry no delegation evidence (as Google's
-    /// reference SDK makes them); they bind the agent by `cnf` alone (repeatable).
+    trust_issuers: Vec<String>,
+    /// The JWKS (file or https URL) of an issuer whose mandates carry no delegation evidence (as
+    /// Google's reference SDK makes them); they bind the agent by `cnf` alone (repeatable).
     #[arg(
         long = "trust-issuer-cnf-only",
         env = "AP2_TRUST_ISSUERS_CNF_ONLY",
         value_delimiter = ','
     )]
-    trust_issuers_cnf_only: Vec<PathBuf>,
-    /// A JWKS file of merchant keys that sign checkout JWTs (repeatable).
+    trust_issuers_cnf_only: Vec<String>,
+    /// The JWKS (file or https URL) of merchant keys that sign checkout JWTs (repeatable).
     #[arg(
         long = "trust-merchant",
         env = "AP2_TRUST_MERCHANTS",
         value_delimiter = ','
     )]
-    trust_merchants: Vec<PathBuf>,
+    trust_merchants: Vec<String>,
+    /// How often JWKS given by URL are fetched again, seconds (30 to 86400). A key id not yet
+    /// known is fetched early (at most once per 30 seconds per URL); a URL that cannot be
+    /// fetched keeps its keys for two periods, then none.
+    #[arg(long, env = "AP2_JWKS_REFRESH", default_value_t = 300)]
+    jwks_refresh: i64,
     /// The verifier's audience (default: the issuer URL + `/verifier`).
     #[arg(long, env = "AP2_VERIFIER_AUDIENCE")]
     verifier_audience: Option<String>,
@@ -142,7 +149,7 @@ pub struct VerifierArgs {
     #[arg(long, env = "AP2_STATUS_CACHE", default_value_t = 60)]
     status_cache: i64,
     /// A PEM file of certificates the verifier trusts for HTTPS besides the public roots (a
-    /// private CA in front of a remote wallet's status lists).
+    /// private CA in front of a remote wallet's status lists or JWKS).
     #[arg(long, env = "AP2_TLS_CA_FILE", value_name = "FILE")]
     tls_ca_file: Option<PathBuf>,
 }
@@ -301,7 +308,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_token_role(runs(ServedRole::Token));
         let issuer = service.config().issuer.clone();
         let mut banner = Banner::new(&issuer);
-        let merchants = merchant_keys(&args.verifier)?;
+        let key_sources = KeySources::new(&args.verifier)?;
+        let merchants = key_sources.keys("--trust-merchant", &args.verifier.trust_merchants)?;
+        fetch_at_start("--trust-merchant", &merchants).await?;
+        let mut refreshed = vec![merchants.clone()];
         if runs(ServedRole::Token) {
             banner.role(
                 "token service",
@@ -328,25 +338,39 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let own_keys = own_wallet_keys(&service).await?;
             let verifier = verifier_service(
                 &args.verifier,
+                &key_sources,
                 &issuer,
                 own_keys,
-                merchants,
+                merchants.clone(),
                 service.clone(),
             )?;
+            for profile in &verifier.config().issuers {
+                fetch_at_start(&profile.name, &profile.keys).await?;
+                refreshed.push(profile.keys.clone());
+            }
             banner.role(
                 "verifier",
                 "/v1/challenges  /v1/payments/verify  /v1/checkouts/verify  /a2a",
                 format!("audience {}", verifier.config().audience),
             );
-            let trusted = verifier.config().merchants.keys().count();
-            banner.note(match trusted {
-                0 => "trusts no merchant yet: every presentation is refused until you pass \
-                      --trust-merchant FILE (make one with `ap2-mandate keys new`)"
+            let trusted = merchants.current(now()).0.len();
+            let urls: Vec<&str> = merchants.urls().collect();
+            banner.note(match (trusted, urls.is_empty()) {
+                (0, true) => "trusts no merchant yet: every presentation is refused until you \
+                      pass --trust-merchant FILE (make one with `ap2-mandate keys new`) or URL"
                     .to_owned(),
-                n => format!("trusts {n} merchant checkout key(s) and this instance's wallet"),
+                (n, true) => {
+                    format!("trusts {n} merchant checkout key(s) and this instance's wallet")
+                }
+                (n, false) => format!(
+                    "trusts {n} merchant checkout key(s) (some from {}) and this instance's wallet",
+                    urls.join(", ")
+                ),
             });
             state = state.with_verifier(Arc::new(verifier));
         }
+        refreshed.retain(|keys| keys.urls().next().is_some());
+        let refresher = (!refreshed.is_empty()).then(|| tokio::spawn(refresh_keys(refreshed)));
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| {
@@ -363,6 +387,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await?;
         tracing::info!("stopped: every request in flight was answered");
         sweeper.abort();
+        if let Some(refresher) = refresher {
+            refresher.abort();
+        }
         service.store().close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -686,15 +713,16 @@ async fn open_service(
 /// The verifier role from its options.
 fn verifier_service(
     args: &VerifierArgs,
+    sources: &KeySources,
     issuer: &str,
     own_wallet: KeySet,
-    merchants: KeySet,
+    merchants: TrustedKeys,
     tokens: Arc<TokenService>,
 ) -> anyhow::Result<VerifierService> {
     // This instance's own wallet is trusted like any wallet: its mandates carry evidence.
     let mut issuers = vec![IssuerProfile {
         name: "this instance's wallet".into(),
-        keys: own_wallet,
+        keys: own_wallet.into(),
         evidence: EvidenceRule::Required,
     }];
     for (option, paths, evidence) in [
@@ -709,10 +737,10 @@ fn verifier_service(
             EvidenceRule::CnfOnly,
         ),
     ] {
-        for path in paths {
+        for source in paths {
             issuers.push(IssuerProfile {
-                name: path.display().to_string(),
-                keys: read_jwks(option, path)?,
+                name: format!("{option} {source}"),
+                keys: sources.keys(option, std::slice::from_ref(source))?,
                 evidence,
             });
         }
@@ -747,29 +775,96 @@ fn verifier_service(
         bail!("--status-cache must be 0 to 3600 seconds, for example 60");
     }
     config.status_cache = args.status_cache;
-    if let Some(path) = &args.tls_ca_file {
-        config.tls_roots = Some(std::fs::read(path).map_err(|e| {
-            anyhow!(
-                "--tls-ca-file {}: cannot read it ({e}); give a PEM file of CA certificates",
-                path.display()
-            )
-        })?);
-    }
+    config.tls_roots = sources.tls_roots.clone();
     VerifierService::new(config, tokens).map_err(|e| anyhow!("verifier configuration: {e}"))
 }
 
-/// Every key of the `--trust-merchant` files, in one set (read once, for the wallet and the
-/// verifier).
-fn merchant_keys(args: &VerifierArgs) -> anyhow::Result<KeySet> {
-    let mut merchants = KeySet::new();
-    for path in &args.trust_merchants {
-        for key in read_jwks("--trust-merchant", path)?.keys() {
-            merchants
-                .insert(key.clone())
-                .map_err(|e| anyhow!("--trust-merchant {}: {e}", path.display()))?;
+/// How trusted keys are had: JWKS files are read at once; JWKS URLs are fetched with one client
+/// (the extra CA roots of `--tls-ca-file`, a short timeout, no redirects).
+struct KeySources {
+    tls_roots: Option<Vec<u8>>,
+    refresh: i64,
+    http: reqwest::Client,
+}
+
+impl KeySources {
+    fn new(args: &VerifierArgs) -> anyhow::Result<Self> {
+        let tls_roots = match &args.tls_ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                anyhow!(
+                    "--tls-ca-file {}: cannot read it ({e}); give a PEM file of CA certificates",
+                    path.display()
+                )
+            })?),
+        };
+        let http = ap2_mandate::outbound::client(tls_roots.as_deref(), Some(jwks::FETCH_TIMEOUT))
+            .map_err(|e| anyhow!("--tls-ca-file: {e}"))?;
+        if !jwks::REFRESH_RANGE.contains(&args.jwks_refresh) {
+            bail!("--jwks-refresh must be 30 to 86400 seconds, for example 300");
+        }
+        Ok(KeySources {
+            tls_roots,
+            refresh: args.jwks_refresh,
+            http,
+        })
+    }
+
+    /// The keys of `sources` given to `option`: each a JWKS file or an `https://` URL (`http://`
+    /// on loopback only). URLs are fetched later, by [`fetch_at_start`].
+    fn keys(&self, option: &str, sources: &[String]) -> anyhow::Result<TrustedKeys> {
+        let mut fixed = KeySet::new();
+        let mut urls = Vec::new();
+        for source in sources {
+            if source.starts_with("https://") || source.starts_with("http://") {
+                urls.push(source.clone());
+                continue;
+            }
+            for key in read_jwks(option, std::path::Path::new(source))?.keys() {
+                fixed
+                    .insert(key.clone())
+                    .map_err(|e| anyhow!("{option} {source}: {e}"))?;
+            }
+        }
+        if urls.is_empty() {
+            return Ok(fixed.into());
+        }
+        TrustedKeys::with_urls(fixed, urls, self.refresh, self.http.clone())
+            .map_err(|e| anyhow!("{option}: {e}"))
+    }
+}
+
+/// Fetches every JWKS URL of `keys` once; refuses to start when one cannot be used, naming
+/// `name` (the option and its value) and the URL.
+async fn fetch_at_start(name: &str, keys: &TrustedKeys) -> anyhow::Result<()> {
+    for report in keys.refresh(now(), true).await {
+        match report.outcome {
+            Ok(0) => bail!(
+                "{name}: the JWKS at {} holds no P-256 key; give the URL of a JWKS with the \
+                 ES256 keys to trust",
+                report.url
+            ),
+            Ok(n) => tracing::info!(url = %report.url, keys = n, "JWKS fetched"),
+            Err(reason) => bail!(
+                "{name}: the JWKS at {} cannot be used: {reason}; give a reachable JWKS URL \
+                 or a file",
+                report.url
+            ),
         }
     }
-    Ok(merchants)
+    Ok(())
+}
+
+/// Fetches each JWKS URL again when its refresh period has passed, until the server stops.
+async fn refresh_keys(sources: Vec<TrustedKeys>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for keys in &sources {
+            keys.refresh(now(), false).await;
+        }
+    }
 }
 
 /// The public keys of a JWKS file given to `option`; every failure names the option, the file

@@ -52,6 +52,14 @@ impl KeySet {
         self
     }
 
+    /// This set's keys, remembering verifications in the same memory as `other` (a set rebuilt
+    /// after its keys changed keeps what the old one learnt: each memory names its key, so a
+    /// key no longer in the set cannot be matched).
+    pub fn sharing_remembered(mut self, other: &KeySet) -> Self {
+        self.seen = other.seen.clone();
+        self
+    }
+
     /// Picks the key by the header's `kid` and verifies `jws` with it.
     pub fn verify<'a>(&self, jws: UnverifiedJws<'a>) -> Result<VerifiedJws<'a>, Error> {
         let kid = jws.header().kid().ok_or(Error::MissingKeyId)?;

@@ -1,6 +1,6 @@
 //! The verifier's policy: whom it trusts and what it accepts, checked once at start-up.
 
-use crate::jose::KeySet;
+use crate::jwks::TrustedKeys;
 use crate::mandate::Policy;
 use crate::money::{Amount, Currency};
 
@@ -22,8 +22,8 @@ pub enum EvidenceRule {
 pub struct IssuerProfile {
     /// A name for logs and configuration messages.
     pub name: String,
-    /// Its signing keys (each with a `kid`, unique across issuers).
-    pub keys: KeySet,
+    /// Its signing keys (each with a `kid`, unique across issuers), from files or its JWKS URL.
+    pub keys: TrustedKeys,
     /// How its mandates are tied to a human.
     pub evidence: EvidenceRule,
 }
@@ -38,8 +38,8 @@ pub struct VerifierConfig {
     pub policy: Policy,
     /// Trusted mandate issuers.
     pub issuers: Vec<IssuerProfile>,
-    /// Keys that may sign merchants' checkout JWTs.
-    pub merchants: KeySet,
+    /// Keys that may sign merchants' checkout JWTs, from files or JWKS URLs.
+    pub merchants: TrustedKeys,
     /// Currencies accepted; `None` accepts every ISO 4217 currency.
     pub allowed_currencies: Option<Vec<Currency>>,
     /// The largest single payment, per currency (none: no cap beyond the mandate's).
@@ -57,7 +57,7 @@ impl VerifierConfig {
     pub fn new(
         audience: impl Into<String>,
         issuers: Vec<IssuerProfile>,
-        merchants: KeySet,
+        merchants: TrustedKeys,
     ) -> Self {
         VerifierConfig {
             audience: audience.into(),

@@ -21,13 +21,13 @@ mod config;
 pub mod status;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Map, Value};
 
 pub use config::{EvidenceRule, IssuerProfile, VerifierConfig};
 
-use crate::danger::insecure_string_claim;
+use crate::danger::{insecure_decode_jwt, insecure_string_claim};
 use crate::identity::service::token_audit;
 use crate::identity::token::AccessTokenClaims;
 use crate::identity::{random_token, TokenService};
@@ -275,10 +275,74 @@ pub struct IssuedChallenge {
 /// The verifier role: policy, trust, and the shared token service and store.
 pub struct VerifierService {
     config: VerifierConfig,
-    trust: Trust,
-    profiles: HashMap<String, usize>,
+    /// The keys trusted now; rebuilt when an issuer's or the merchants' keys change.
+    view: RwLock<Arc<TrustView>>,
+    /// Some keys come from URLs (and may need fetching early for an unknown key id).
+    remote_keys: bool,
     tokens: Arc<TokenService>,
     remote_status: status::RemoteStatus,
+}
+
+/// Every trusted key at one moment, as the core checks with it.
+struct TrustView {
+    /// The generation of each issuer's keys, then of the merchants' keys.
+    generations: Vec<u64>,
+    trust: Trust,
+    /// Which issuer profile each root key id belongs to.
+    profiles: HashMap<String, usize>,
+    /// Each issuer's own keys (its status lists are signed with them).
+    issuer_keys: Vec<Arc<KeySet>>,
+}
+
+impl TrustView {
+    /// The view of these key sets. A key id held by two issuers stays with the first in the
+    /// configuration (a later publisher cannot take over another issuer's key id, nor disable
+    /// it), and is returned so that start-up can refuse it.
+    fn build(
+        generations: Vec<u64>,
+        issuer_keys: Vec<Arc<KeySet>>,
+        merchants: &KeySet,
+        previous: Option<&KeySet>,
+    ) -> (TrustView, Vec<String>) {
+        let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, set) in issuer_keys.iter().enumerate() {
+            for key in set.keys() {
+                if let Some(kid) = key.kid() {
+                    owners.entry(kid).or_default().push(i);
+                }
+            }
+        }
+        // An open mandate's root comes back with every payment under it: its signature is
+        // verified once (exact bytes only; every other check still runs).
+        let mut issuers = match previous {
+            Some(previous) => KeySet::new().sharing_remembered(previous),
+            None => KeySet::new().remember_verified(REMEMBERED_ROOTS),
+        };
+        let mut profiles = HashMap::new();
+        let mut shared = Vec::new();
+        for (kid, owner) in &owners {
+            if owner.len() > 1 {
+                shared.push((*kid).to_owned());
+            }
+            let key = issuer_keys[owner[0]].get(kid).ok().cloned();
+            if let Some(key) = key {
+                if issuers.insert(key).is_ok() {
+                    profiles.insert((*kid).to_owned(), owner[0]);
+                }
+            }
+        }
+        shared.sort();
+        let view = TrustView {
+            generations,
+            trust: Trust {
+                issuers,
+                merchants: merchants.clone(),
+            },
+            profiles,
+            issuer_keys,
+        };
+        (view, shared)
+    }
 }
 
 impl std::fmt::Debug for VerifierService {
@@ -300,6 +364,13 @@ struct Accepted {
     audit: AuditRecord,
 }
 
+/// The `kid` of a compact JWS's header, read WITHOUT verifying anything: only to decide whether
+/// to fetch keys early.
+fn header_kid(jws: &str) -> Option<String> {
+    let (header, _) = insecure_decode_jwt(jws).ok()?;
+    header.get("kid")?.as_str().map(str::to_owned)
+}
+
 /// The ledger move of an accepted payment.
 struct SpendPlan {
     open_hash: String,
@@ -314,34 +385,85 @@ impl VerifierService {
     /// A verifier with a checked configuration, sharing the token service's store and keys.
     pub fn new(config: VerifierConfig, tokens: Arc<TokenService>) -> Result<Self, String> {
         config.check()?;
-        // An open mandate's root comes back with every payment under it: its signature is
-        // verified once (exact bytes only; every other check still runs).
-        let mut issuers = KeySet::new().remember_verified(REMEMBERED_ROOTS);
-        let mut profiles = HashMap::new();
-        for (i, profile) in config.issuers.iter().enumerate() {
-            for key in profile.keys.keys() {
-                let kid = key.kid().ok_or("every trusted issuer key needs a kid")?;
-                if profiles.insert(kid.to_owned(), i).is_some() {
-                    return Err(format!("issuer key id `{kid}` is listed twice"));
-                }
-                issuers
-                    .insert(key.clone())
-                    .map_err(|_| format!("issuer key `{kid}` cannot be trusted"))?;
-            }
+        // Keys from URLs are not fetched yet: the view starts with the files' keys.
+        let (generations, sets) = Self::current_sets(&config, 0);
+        let merchants = config.merchants.current(0).0;
+        let (view, shared_kids) = TrustView::build(generations, sets, &merchants, None);
+        if let Some(kid) = shared_kids.first() {
+            return Err(format!("issuer key id `{kid}` is listed twice"));
         }
-        let trust = Trust {
-            issuers,
-            merchants: config.merchants.clone(),
-        };
+        let remote_keys = config.merchants.urls().next().is_some()
+            || config
+                .issuers
+                .iter()
+                .any(|i| i.keys.urls().next().is_some());
         let remote_status =
             status::RemoteStatus::new(config.status_cache, config.tls_roots.as_deref())?;
         Ok(VerifierService {
             config,
-            trust,
-            profiles,
+            view: RwLock::new(Arc::new(view)),
+            remote_keys,
             tokens,
             remote_status,
         })
+    }
+
+    /// Each issuer's keys at `now` and the generations of those and of the merchants' keys.
+    fn current_sets(config: &VerifierConfig, now: i64) -> (Vec<u64>, Vec<Arc<KeySet>>) {
+        let mut generations = Vec::with_capacity(config.issuers.len() + 1);
+        let mut sets = Vec::with_capacity(config.issuers.len());
+        for profile in &config.issuers {
+            let (keys, generation) = profile.keys.current(now);
+            generations.push(generation);
+            sets.push(keys);
+        }
+        generations.push(config.merchants.current(now).1);
+        (generations, sets)
+    }
+
+    /// The keys trusted at `now`: the last view, or a new one when some keys changed.
+    fn trust(&self, now: i64) -> Arc<TrustView> {
+        // A poisoned lock only means a panic elsewhere mid-swap of an Arc: the value is whole.
+        let cached = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if !self.remote_keys {
+            return cached;
+        }
+        let (generations, sets) = Self::current_sets(&self.config, now);
+        if generations == cached.generations {
+            return cached;
+        }
+        let merchants = self.config.merchants.current(now).0;
+        let (view, shared) =
+            TrustView::build(generations, sets, &merchants, Some(&cached.trust.issuers));
+        for kid in shared {
+            tracing::error!(kid = %kid, "issuer key id published by two trusted issuers; kept for the first configured");
+        }
+        let view = Arc::new(view);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = view.clone();
+        view
+    }
+
+    /// Fetches keys early when the presentation names a root or checkout key id that is not
+    /// trusted yet and some keys come from URLs (each URL at most once per
+    /// [`crate::jwks::MIN_REFETCH`] seconds, however many presentations ask).
+    async fn fetch_unknown_keys(&self, p: &Presentation<'_>, now: i64) {
+        if !self.remote_keys {
+            return;
+        }
+        let view = self.trust(now);
+        let roots = std::iter::once(p.chain)
+            .chain(p.order_chain)
+            .filter_map(|chain| header_kid(chain.split('~').next().unwrap_or_default()));
+        for kid in roots {
+            if !view.profiles.contains_key(&kid) {
+                for profile in &self.config.issuers {
+                    profile.keys.refresh_for(&kid, now).await;
+                }
+            }
+        }
+        if let Some(kid) = header_kid(p.checkout_jwt) {
+            self.config.merchants.refresh_for(&kid, now).await;
+        }
     }
 
     /// The configuration.
@@ -461,15 +583,17 @@ impl VerifierService {
         audit: &mut AuditRecord,
         now: i64,
     ) -> Result<Result<Accepted, Refused>, StoreError> {
+        self.fetch_unknown_keys(p, now).await;
+        let view = self.trust(now);
         let verifier = Verifier {
             policy: &self.config.policy,
-            trust: &self.trust,
+            trust: &view.trust,
         };
         let chain = match UnverifiedChain::parse(p.chain) {
             Ok(chain) => chain,
             Err(e) => return Ok(Err(mandate::Error::from(e).into())),
         };
-        let checkout = match CheckoutJwt::verify(p.checkout_jwt, &self.trust.merchants, now) {
+        let checkout = match CheckoutJwt::verify(p.checkout_jwt, &view.trust.merchants, now) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -498,7 +622,7 @@ impl VerifierService {
             Role::Payment => {
                 let order_hash = match p.order_chain {
                     None => None,
-                    Some(order) => match self.order_hash(order, &checkout, now) {
+                    Some(order) => match self.order_hash(&view, order, &checkout, now) {
                         Ok(order) => Some(order),
                         Err(r) => return Ok(Err(r)),
                     },
@@ -547,7 +671,7 @@ impl VerifierService {
             return Ok(Err(Check::AgentKeyMismatch.into()));
         }
         // Step 8: the delegation back to the human.
-        let evidence = match self.delegation(&verified, caller, now).await? {
+        let evidence = match self.delegation(&view, &verified, caller, now).await? {
             Ok(e) => e,
             Err(c) => return Ok(Err(c.into())),
         };
@@ -593,6 +717,7 @@ impl VerifierService {
     /// Step 8: the delegation. `Ok(None)` when the issuer's policy binds by `cnf` alone.
     async fn delegation(
         &self,
+        view: &TrustView,
         chain: &VerifiedChain,
         caller: &AccessTokenClaims,
         now: i64,
@@ -600,9 +725,9 @@ impl VerifierService {
         let root = chain.root();
         let profile = root
             .kid()
-            .and_then(|kid| self.profiles.get(kid))
-            .map(|&i| &self.config.issuers[i]);
-        let Some(profile) = profile else {
+            .and_then(|kid| view.profiles.get(kid))
+            .map(|&i| (&self.config.issuers[i], &view.issuer_keys[i]));
+        let Some((profile, profile_keys)) = profile else {
             // Unreachable: the core verified the root with a key of some profile.
             return Ok(Err(Check::EvidenceMissing));
         };
@@ -620,11 +745,7 @@ impl VerifierService {
                 return Ok(Err(Check::StatusUnknown));
             };
             return Ok(
-                match self
-                    .remote_status
-                    .standing(&entry, &profile.keys, now)
-                    .await
-                {
+                match self.remote_status.standing(&entry, profile_keys, now).await {
                     status::Standing::Valid => Ok(None),
                     status::Standing::Revoked => Err(Check::MandateRevoked),
                     status::Standing::Unknown => Err(Check::StatusUnknown),
@@ -683,6 +804,7 @@ impl VerifierService {
     /// it was presented to the merchant, not to us; returns its open checkout hash and `sub`.
     fn order_hash(
         &self,
+        view: &TrustView,
         order: &str,
         checkout: &CheckoutJwt,
         now: i64,
@@ -698,7 +820,7 @@ impl VerifierService {
         };
         let verifier = Verifier {
             policy: &self.config.policy,
-            trust: &self.trust,
+            trust: &view.trust,
         };
         let verified = verifier
             .checkout(&chain, checkout, Some(&challenge), now)

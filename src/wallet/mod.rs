@@ -68,7 +68,7 @@ pub struct WalletConfig {
     pub max_window: i64,
     /// Merchant keys whose checkouts may be signed into closed (human-present) mandates;
     /// without them closed requests are refused.
-    pub merchants: Option<crate::jose::KeySet>,
+    pub merchants: Option<crate::jwks::TrustedKeys>,
 }
 
 impl WalletConfig {
@@ -414,7 +414,8 @@ impl WalletService {
         let merchants = self.config.merchants.as_ref().ok_or(WalletError::Invalid(
             "this wallet trusts no merchant keys, so it cannot sign closed mandates",
         ))?;
-        let checkout = CheckoutJwt::verify(&p.checkout_jwt, merchants, now).map_err(|_| {
+        let (merchants, _) = merchants.current(now);
+        let checkout = CheckoutJwt::verify(&p.checkout_jwt, &merchants, now).map_err(|_| {
             WalletError::Invalid("the checkout is not one a trusted merchant signed")
         })?;
         let merchant = checkout

@@ -11,6 +11,7 @@ use ap2_mandate::identity::dpop::make_proof;
 use ap2_mandate::identity::token::AccessTokenClaims;
 use ap2_mandate::identity::TokenService;
 use ap2_mandate::jose::{sha256_b64, sign_compact, KeySet, SigningKey};
+use ap2_mandate::jwks::TrustedKeys;
 use ap2_mandate::mandate::build::{close, issue, join};
 use ap2_mandate::money::{Amount, Currency};
 use ap2_mandate::store::records::IdentityRecords as _;
@@ -45,6 +46,13 @@ pub async fn world(store: Store) -> World {
     world_at(store, None).await
 }
 
+/// A world served on loopback whose verifier takes the SDK-style issuer's keys from `sdk` and
+/// the merchant keys from `merchants` (for keys published at JWKS URLs), instead of the world's
+/// own keys given directly.
+pub async fn world_trusting(store: Store, sdk: TrustedKeys, merchants: TrustedKeys) -> World {
+    world_with_trust(store, None, None, Some((sdk, merchants))).await
+}
+
 /// A world served on loopback with these request limits.
 pub async fn world_limited(store: Store, limits: LimitsConfig) -> World {
     world_with(store, None, Some(limits)).await
@@ -57,6 +65,15 @@ pub async fn world_at(store: Store, issuer: Option<&str>) -> World {
 }
 
 async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsConfig>) -> World {
+    world_with_trust(store, issuer, limits, None).await
+}
+
+async fn world_with_trust(
+    store: Store,
+    issuer: Option<&str>,
+    limits: Option<LimitsConfig>,
+    trusting: Option<(TrustedKeys, TrustedKeys)>,
+) -> World {
     let wallet = SigningKey::generate(Some("wallet-1".into())).unwrap();
     let sdk_root = SigningKey::generate(Some("sdk-root-1".into())).unwrap();
     let merchant = SigningKey::generate(Some("shop-1".into())).unwrap();
@@ -71,21 +88,25 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
             s.insert(k).unwrap();
             s
         };
+        let (sdk_keys, merchant_keys) = match trusting {
+            Some(given) => given,
+            None => (set(keys.1).into(), set(keys.2).into()),
+        };
         let mut issuers = vec![
             IssuerProfile {
                 name: "wallet".into(),
-                keys: set(keys.0),
+                keys: set(keys.0).into(),
                 evidence: EvidenceRule::Required,
             },
             IssuerProfile {
                 name: "sdk".into(),
-                keys: set(keys.1),
+                keys: sdk_keys,
                 evidence: EvidenceRule::CnfOnly,
             },
         ];
         // This instance's own wallet, trusted like any other wallet.
         let mut wallet_config = WalletConfig::new(&issuer);
-        wallet_config.merchants = Some(set(keys.2.clone()));
+        wallet_config.merchants = Some(merchant_keys.clone());
         let wallet = WalletService::new(wallet_config, tokens.clone())
             .await
             .unwrap();
@@ -96,10 +117,10 @@ async fn world_with(store: Store, issuer: Option<&str>, limits: Option<LimitsCon
         let own = tokens.purpose_key(MANDATE_KEY_PURPOSE, now).await.unwrap();
         issuers.push(IssuerProfile {
             name: "own wallet".into(),
-            keys: set(own.public().clone()),
+            keys: set(own.public().clone()).into(),
             evidence: EvidenceRule::Required,
         });
-        let mut config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, set(keys.2));
+        let mut config = VerifierConfig::new(format!("{issuer}/verifier"), issuers, merchant_keys);
         config.allowed_currencies = Some(vec![usd(), Currency::from_code("JPY").unwrap()]);
         config.max_payment = vec![Amount::parse_major("450.00", usd()).unwrap()];
         Roles {
@@ -176,17 +197,16 @@ impl World {
 
     /// The merchant's checkout: one boot at `amount` minor units of `currency`.
     pub fn checkout(&self, id: &str, amount: u64, currency: &str) -> String {
+        self.checkout_by(&self.merchant, id, amount, currency)
+    }
+
+    /// The same checkout signed with `key`.
+    pub fn checkout_by(&self, key: &SigningKey, id: &str, amount: u64, currency: &str) -> String {
         let body = json!({"id": id, "merchant": merchant(), "status": "ready_for_complete",
             "line_items": [{"id": "li_1", "item": {"id": "sku_boot", "title": "Boot", "price": amount},
                 "quantity": 1, "totals": [{"type": "total", "amount": amount}]}],
             "currency": currency, "totals": [{"type": "total", "amount": amount}], "links": []});
-        sign_compact(
-            &self.merchant,
-            Some("JWT"),
-            false,
-            body.to_string().as_bytes(),
-        )
-        .unwrap()
+        sign_compact(key, Some("JWT"), false, body.to_string().as_bytes()).unwrap()
     }
 
     /// Root claims naming the human and the delegation behind a mandate.
