@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ap2_mandate::store::{
     AuditLog, AuditRecord, Backend, Begin, Decision, DecisionLedger, IdempotencyDone, KeyVault,
-    MasterKey, NonceUse, Redemption, Refusal, Spend, Store, StoreError,
+    LedgerTotals, MasterKey, NonceUse, Redemption, Refusal, Spend, Store, StoreError,
 };
 
 const NOW: i64 = 1_780_000_000;
@@ -170,6 +170,116 @@ async fn a_refused_decision_changes_nothing() {
             store.commit(&nonce_only).await.unwrap().is_ok(),
             "{name}: nonce still unused"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_first_refusal_in_order_is_named_and_none_writes_anything() {
+    for (name, store) in support::stores().await {
+        let audit = record("payment.verify");
+        // A nonce never issued, a fresh mandate, a spend over its budget, a key not held: the
+        // nonce, first in order, is named.
+        let mut d = Decision {
+            now: NOW,
+            nonce: Some(NonceUse {
+                value: "never-issued",
+                aud: "aud",
+                agent: None,
+            }),
+            redemption: Some(Redemption {
+                closed_hash: "c9",
+                transaction_id: "t9",
+                keep_until: NOW + 60,
+            }),
+            spend: Some(spend("open-9", 500, Some(100))),
+            idempotency: Some(IdempotencyDone {
+                key: "k-9",
+                request_hash: "h",
+                response: "r",
+                keep_until: NOW + 60,
+            }),
+            audit: &audit,
+        };
+        assert_eq!(
+            store.commit(&d).await.unwrap(),
+            Err(Refusal::NonceUnknown),
+            "{name}"
+        );
+        d.nonce = None;
+        assert_eq!(
+            store.commit(&d).await.unwrap(),
+            Err(Refusal::BudgetExceeded),
+            "{name}"
+        );
+        d.spend = Some(spend("open-9", 50, Some(100)));
+        assert_eq!(
+            store.commit(&d).await.unwrap(),
+            Err(Refusal::IdempotencyLost),
+            "{name}"
+        );
+        assert_eq!(store.usage("open-9").await.unwrap(), None, "{name}");
+        // The same decision without the key: accepted, as the first record of the chain (the
+        // redemption was never kept, nor was any refused decision's head move).
+        d.idempotency = None;
+        let committed = store.commit(&d).await.unwrap().unwrap();
+        assert_eq!(committed.audit_seq, 1, "{name}");
+        assert_eq!(
+            committed.ledger,
+            Some(LedgerTotals {
+                total_minor: 50,
+                uses: 1
+            }),
+            "{name}"
+        );
+        assert_eq!(store.verify().await.unwrap(), Ok(1), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_decision_abandoned_midway_leaves_no_transaction_open_and_nothing_half_written() {
+    for (name, store) in support::stores().await {
+        let audit = record("payment.verify");
+        let closed: Vec<String> = (0..60).map(|i| format!("closed-{i}")).collect();
+        // The caller stops waiting after 0 to 59 microseconds: at whatever step that is.
+        for (i, closed_hash) in closed.iter().enumerate() {
+            let d = Decision {
+                now: NOW,
+                nonce: None,
+                redemption: Some(Redemption {
+                    closed_hash,
+                    transaction_id: closed_hash,
+                    keep_until: NOW + 60,
+                }),
+                spend: Some(spend("open-a", 1, None)),
+                idempotency: None,
+                audit: &audit,
+            };
+            let wait = std::time::Duration::from_micros(i as u64);
+            let _ = tokio::time::timeout(wait, store.commit(&d)).await;
+        }
+        // The next decision runs normally (no transaction was left open on the connection).
+        let d = Decision {
+            now: NOW,
+            nonce: None,
+            redemption: Some(Redemption {
+                closed_hash: "closed-last",
+                transaction_id: "closed-last",
+                keep_until: NOW + 60,
+            }),
+            spend: Some(spend("open-a", 1, None)),
+            idempotency: None,
+            audit: &audit,
+        };
+        let committed = store.commit(&d).await.unwrap().unwrap();
+        // Every redemption kept has its spend and its audit record, and nothing else was kept.
+        let redeemed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM redemptions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let usage = store.usage("open-a").await.unwrap().unwrap();
+        assert_eq!(usage.uses, redeemed, "{name}");
+        assert_eq!(committed.audit_seq, redeemed, "{name}");
+        assert_eq!(store.verify().await.unwrap(), Ok(redeemed), "{name}");
     }
 }
 

@@ -10,7 +10,9 @@
 //! [`verify`]: AuditLog::verify
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Any, Row as _, Transaction};
+use std::sync::OnceLock;
+
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use super::{Store, StoreError};
 use crate::jose::sha256_b64;
@@ -181,23 +183,45 @@ pub(crate) async fn append_in(
     tx: &mut Transaction<'_, Any>,
     record: &AuditRecord,
 ) -> Result<i64, StoreError> {
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-        .fetch_one(&mut **tx)
-        .await?;
+    let head = sqlx::query(ADVANCE_HEAD).fetch_one(&mut **tx).await?;
     let (seq, prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
-    let text = serde_json::to_string(record).map_err(|_| StoreError::Corrupt("audit record"))?;
-    let hash = chain_hash(&prev, seq, &text);
-    sqlx::query(
-        "INSERT INTO audit (seq, prev_hash, hash, record, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(seq)
-    .bind(&prev)
-    .bind(&hash)
-    .bind(&text)
-    .bind(record.at)
-    .execute(&mut **tx)
-    .await?;
+    insert_in(tx, seq, &prev, record, false).await?;
     Ok(seq)
+}
+
+/// Moves the chain's head on by one, returning the new `seq` and the previous record's `hash`.
+pub(crate) const ADVANCE_HEAD: &str =
+    "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash";
+
+const INSERT_RECORD: &str =
+    "INSERT INTO audit (seq, prev_hash, hash, record, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Writes `record` as number `seq` after the record whose hash is `prev` (the head just moved
+/// with [`ADVANCE_HEAD`] in the same transaction); with `then_commit`, a transaction begun by a
+/// plain `BEGIN` on `conn` is committed by the same call (SQLite runs both in one hand-off).
+pub(crate) async fn insert_in(
+    conn: &mut AnyConnection,
+    seq: i64,
+    prev: &str,
+    record: &AuditRecord,
+    then_commit: bool,
+) -> Result<(), StoreError> {
+    static WITH_COMMIT: OnceLock<String> = OnceLock::new();
+    let sql = match then_commit {
+        true => WITH_COMMIT.get_or_init(|| format!("{INSERT_RECORD};\nCOMMIT")),
+        false => INSERT_RECORD,
+    };
+    let text = serde_json::to_string(record).map_err(|_| StoreError::Corrupt("audit record"))?;
+    let hash = chain_hash(prev, seq, &text);
+    sqlx::query(sql)
+        .bind(seq)
+        .bind(prev)
+        .bind(&hash)
+        .bind(&text)
+        .bind(record.at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 fn chain_hash(prev: &str, seq: i64, record: &str) -> String {

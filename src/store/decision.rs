@@ -7,10 +7,16 @@
 //! two instances racing on one database cannot both win. A refusal rolls everything back and
 //! writes nothing; the caller then records the refusal with [`DecisionLedger::record_refusal`].
 
-use sqlx::{Any, Row as _, Transaction};
+use std::sync::OnceLock;
 
-use super::audit::{append_in, AuditRecord};
-use super::{Store, StoreError};
+use futures_util::TryStreamExt as _;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Either, Executor as _, Row as _};
+
+use super::audit::{append_in, insert_in, AuditRecord, ADVANCE_HEAD};
+use super::{Backend, Store, StoreError};
 
 /// The challenge a presentation answers.
 #[derive(Debug, Clone, Copy)]
@@ -331,9 +337,11 @@ impl DecisionLedger for Store {
     }
 
     async fn commit(&self, d: &Decision<'_>) -> Result<Result<Committed, Refusal>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return commit_batched(self, d).await;
+        }
         let mut tx = self.pool.begin().await?;
-        let outcome = apply(&mut tx, d).await?;
-        match outcome {
+        match apply(&mut tx, d).await? {
             Ok(ledger) => {
                 let audit_seq = append_in(&mut tx, d.audit).await?;
                 tx.commit().await?;
@@ -361,41 +369,263 @@ impl DecisionLedger for Store {
     }
 }
 
+/// Consumes a nonce: value, aud, now, agent.
+const CONSUME_NONCE: &str = "UPDATE nonces SET used_at = $3 WHERE value = $1 AND aud = $2 \
+     AND used_at IS NULL AND exp > $3 AND (agent_id IS NULL OR agent_id = $4)";
+
+/// Redeems a closed mandate and its transaction id: closed hash, transaction id, keep until,
+/// now, correlation id.
+const REDEEM: &str =
+    "INSERT INTO redemptions (closed_hash, transaction_id, keep_until, decided_at, decision) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// Adds a spend within every limit, in one statement: the first spend inserts the row (if it
+/// fits on its own), later ones update it only where the new totals stay within every limit.
+/// Open hash, currency, amount, now, budget, max uses, next allowed at, keep until.
+const SPEND: &str = "INSERT INTO ledger (open_hash, currency, total_minor, uses, last_use, next_allowed_at, keep_until) \
+     SELECT $1, $2, $3, 1, $4, $7, $8 WHERE ($5 IS NULL OR $3 <= $5) AND ($6 IS NULL OR 1 <= $6) \
+     ON CONFLICT (open_hash) DO UPDATE SET \
+         total_minor = ledger.total_minor + excluded.total_minor, uses = ledger.uses + 1, \
+         last_use = excluded.last_use, next_allowed_at = excluded.next_allowed_at, \
+         keep_until = CASE WHEN ledger.keep_until > excluded.keep_until \
+             THEN ledger.keep_until ELSE excluded.keep_until END \
+     WHERE ledger.currency = excluded.currency \
+       AND ($5 IS NULL OR ledger.total_minor + excluded.total_minor <= $5) \
+       AND ($6 IS NULL OR ledger.uses + 1 <= $6) \
+       AND (ledger.next_allowed_at IS NULL OR ledger.next_allowed_at <= excluded.last_use) \
+     RETURNING total_minor, uses";
+
+/// Completes the idempotency key this request holds: key, request hash, response, keep until.
+const FINISH_IDEMPOTENT: &str = "UPDATE idempotency SET state = 'done', response = $3, exp = $4 \
+     WHERE key = $1 AND request_hash = $2 AND state = 'in_progress'";
+
+type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
+
+fn bind_nonce<'q>(q: AnyQuery<'q>, n: Option<NonceUse<'q>>, now: i64) -> AnyQuery<'q> {
+    q.bind(n.map(|n| n.value))
+        .bind(n.map(|n| n.aud))
+        .bind(now)
+        .bind(n.and_then(|n| n.agent))
+}
+
+fn bind_redemption<'q>(q: AnyQuery<'q>, d: &'q Decision<'q>) -> AnyQuery<'q> {
+    let r = d.redemption;
+    q.bind(r.map(|r| r.closed_hash))
+        .bind(r.map(|r| r.transaction_id))
+        .bind(r.map(|r| r.keep_until))
+        .bind(d.now)
+        .bind(d.audit.correlation_id.as_str())
+}
+
+fn bind_spend<'q>(q: AnyQuery<'q>, s: Option<Spend<'q>>, now: i64) -> AnyQuery<'q> {
+    q.bind(s.map(|s| s.open_hash))
+        .bind(s.map(|s| s.currency))
+        .bind(s.map(|s| s.amount_minor))
+        .bind(now)
+        .bind(s.and_then(|s| s.budget_max_minor))
+        .bind(s.and_then(|s| s.max_uses))
+        .bind(s.and_then(|s| s.next_allowed_at))
+        .bind(s.map(|s| s.keep_until))
+}
+
+fn bind_finish<'q>(q: AnyQuery<'q>, i: Option<IdempotencyDone<'q>>) -> AnyQuery<'q> {
+    q.bind(i.map(|i| i.key))
+        .bind(i.map(|i| i.request_hash))
+        .bind(i.map(|i| i.response))
+        .bind(i.map(|i| i.keep_until))
+}
+
+/// `BEGIN IMMEDIATE`, the statements of a decision with `parts` (nonce, redemption, spend,
+/// idempotency) present, then the audit head's move, as one SQLite batch. Every part's
+/// parameters are bound whether present or not, so each statement's `$N` are its own shifted
+/// past the earlier parts'.
+fn batch(parts: [bool; 4]) -> &'static str {
+    static BATCHES: OnceLock<Vec<String>> = OnceLock::new();
+    let batches = BATCHES.get_or_init(|| {
+        (0..16)
+            .map(|mask: usize| {
+                let mut sql = vec!["BEGIN IMMEDIATE".to_owned()];
+                let mut offset = 0;
+                for (i, (statement, count)) in [
+                    (CONSUME_NONCE, 4),
+                    (REDEEM, 5),
+                    (SPEND, 8),
+                    (FINISH_IDEMPOTENT, 4),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if mask & (1 << i) != 0 {
+                        sql.push(shift_parameters(statement, offset));
+                    }
+                    offset += count;
+                }
+                sql.push(ADVANCE_HEAD.to_owned());
+                sql.join(";\n")
+            })
+            .collect()
+    });
+    let mask = parts
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &on)| if on { m | (1 << i) } else { m });
+    &batches[mask]
+}
+
+/// `sql` with every `$N` renumbered `$N+offset`.
+fn shift_parameters(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: usize = rest[..digits].parse().unwrap_or(0);
+        out.push_str(&(n + offset).to_string());
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A pooled connection inside a transaction begun by a plain `BEGIN`, which sqlx does not
+/// track: unless marked ended after its `COMMIT` or `ROLLBACK`, the connection is closed
+/// instead of going back to the pool, and closing it rolls the transaction back. An error, or
+/// a caller that stopped waiting, can never leave a transaction open on a pooled connection.
+struct OpenTransaction {
+    conn: PoolConnection<Any>,
+    ended: bool,
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// SQLite: a decision in two hand-offs to the database thread instead of one per statement.
+/// The first runs `BEGIN IMMEDIATE` and every write but the audit record; every statement runs,
+/// then the answers are read in order, so the first refusal is the one named, and any refusal
+/// rolls the whole transaction back, as on PostgreSQL. The second writes the audit record
+/// (chained to the head the first one moved) and commits.
+async fn commit_batched(
+    store: &Store,
+    d: &Decision<'_>,
+) -> Result<Result<Committed, Refusal>, StoreError> {
+    let mut open = OpenTransaction {
+        conn: store.pool.acquire().await?,
+        ended: false,
+    };
+    match apply_batched(&mut open.conn, d).await? {
+        Ok((ledger, (seq, prev))) => {
+            insert_in(&mut open.conn, seq, &prev, d.audit, true).await?;
+            open.ended = true;
+            Ok(Ok(Committed {
+                audit_seq: seq,
+                ledger,
+            }))
+        }
+        Err(refusal) => {
+            sqlx::query("ROLLBACK").execute(&mut *open.conn).await?;
+            open.ended = true;
+            Ok(Err(refusal))
+        }
+    }
+}
+
+/// The first hand-off of [`commit_batched`]: the ledger totals and the audit head (`seq`,
+/// previous hash) when nothing is refused.
+async fn apply_batched(
+    conn: &mut AnyConnection,
+    d: &Decision<'_>,
+) -> Result<Result<(Option<LedgerTotals>, (i64, String)), Refusal>, StoreError> {
+    let parts = [
+        d.nonce.is_some(),
+        d.redemption.is_some(),
+        d.spend.is_some(),
+        d.idempotency.is_some(),
+    ];
+    let q = sqlx::query(batch(parts));
+    let q = bind_nonce(q, d.nonce, d.now);
+    let q = bind_redemption(q, d);
+    let q = bind_spend(q, d.spend, d.now);
+    let q = bind_finish(q, d.idempotency);
+    // Each statement yields its rows, then its count.
+    let mut answers: Vec<(u64, Option<AnyRow>)> = Vec::with_capacity(5);
+    let mut row = None;
+    {
+        let mut stream = (&mut *conn).fetch_many(q);
+        while let Some(item) = stream.try_next().await? {
+            match item {
+                Either::Right(r) => row = Some(r),
+                Either::Left(done) => answers.push((done.rows_affected(), row.take())),
+            }
+        }
+    }
+    // BEGIN, the parts present, the head.
+    let expected = parts.iter().filter(|&&on| on).count() + 2;
+    if answers.len() != expected {
+        return Err(StoreError::Corrupt("decision batch"));
+    }
+    let mut answers = answers.into_iter().skip(1);
+    let mut next = || answers.next().unwrap_or((0, None));
+    if let Some(nonce) = d.nonce {
+        if next().0 != 1 {
+            return Ok(Err(why_not_consumed(conn, nonce).await?));
+        }
+    }
+    if d.redemption.is_some() && next().0 != 1 {
+        return Ok(Err(Refusal::Replayed));
+    }
+    let mut totals = None;
+    if let Some(spend) = d.spend {
+        match next().1 {
+            Some(row) => {
+                totals = Some(LedgerTotals {
+                    total_minor: row.try_get("total_minor")?,
+                    uses: row.try_get("uses")?,
+                })
+            }
+            None => return Ok(Err(why_not_spent(conn, &spend, d.now).await?)),
+        }
+    }
+    if d.idempotency.is_some() && next().0 != 1 {
+        return Ok(Err(Refusal::IdempotencyLost));
+    }
+    let head = next().1.ok_or(StoreError::Corrupt("audit head"))?;
+    let head = (head.try_get("seq")?, head.try_get("hash")?);
+    Ok(Ok((totals, head)))
+}
+
 /// Applies the decision's writes in order; any refusal leaves the transaction to be rolled back.
 async fn apply(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     d: &Decision<'_>,
 ) -> Result<Result<Option<LedgerTotals>, Refusal>, StoreError> {
     if let Some(nonce) = d.nonce {
-        if let Err(r) = consume_nonce(tx, nonce, d.now).await? {
+        if let Err(r) = consume_nonce(conn, nonce, d.now).await? {
             return Ok(Err(r));
         }
     }
-    if let Some(r) = d.redemption {
-        let inserted = sqlx::query(
-            "INSERT INTO redemptions (closed_hash, transaction_id, keep_until, decided_at, decision) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(r.closed_hash)
-        .bind(r.transaction_id)
-        .bind(r.keep_until)
-        .bind(d.now)
-        .bind(&d.audit.correlation_id)
-        .execute(&mut **tx)
-        .await?;
+    if d.redemption.is_some() {
+        let inserted = bind_redemption(sqlx::query(REDEEM), d)
+            .execute(&mut *conn)
+            .await?;
         if inserted.rows_affected() != 1 {
             return Ok(Err(Refusal::Replayed));
         }
     }
     let mut totals = None;
     if let Some(spend) = d.spend {
-        match add_spend(tx, &spend, d.now).await? {
+        match add_spend(conn, &spend, d.now).await? {
             Ok(t) => totals = Some(t),
             Err(r) => return Ok(Err(r)),
         }
     }
     if let Some(done) = d.idempotency {
-        if !finish_idempotent(tx, &done).await? {
+        if !finish_idempotent(conn, &done).await? {
             return Ok(Err(Refusal::IdempotencyLost));
         }
     }
@@ -403,93 +633,71 @@ async fn apply(
 }
 
 async fn consume_nonce(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     n: NonceUse<'_>,
     now: i64,
 ) -> Result<Result<(), Refusal>, StoreError> {
-    let used = sqlx::query(
-        "UPDATE nonces SET used_at = $3 WHERE value = $1 AND aud = $2 AND used_at IS NULL \
-         AND exp > $3 AND (agent_id IS NULL OR agent_id = $4)",
-    )
-    .bind(n.value)
-    .bind(n.aud)
-    .bind(now)
-    .bind(n.agent)
-    .execute(&mut **tx)
-    .await?;
+    let used = bind_nonce(sqlx::query(CONSUME_NONCE), Some(n), now)
+        .execute(&mut *conn)
+        .await?;
     if used.rows_affected() == 1 {
         return Ok(Ok(()));
     }
+    Ok(Err(why_not_consumed(conn, n).await?))
+}
+
+/// Names why a nonce could not be consumed (read inside the same transaction).
+async fn why_not_consumed(
+    conn: &mut AnyConnection,
+    n: NonceUse<'_>,
+) -> Result<Refusal, StoreError> {
     let row =
         sqlx::query("SELECT exp, used_at, agent_id FROM nonces WHERE value = $1 AND aud = $2")
             .bind(n.value)
             .bind(n.aud)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
     let Some(row) = row else {
-        return Ok(Err(Refusal::NonceUnknown));
+        return Ok(Refusal::NonceUnknown);
     };
     let used_at: Option<i64> = row.try_get("used_at")?;
     let bound: Option<String> = row.try_get("agent_id")?;
-    Ok(Err(if used_at.is_some() {
+    Ok(if used_at.is_some() {
         Refusal::NonceUsed
     } else if bound.is_some_and(|b| Some(b.as_str()) != n.agent) {
         Refusal::NonceOtherAgent
     } else {
         Refusal::NonceExpired
-    }))
+    })
 }
 
 async fn add_spend(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     s: &Spend<'_>,
     now: i64,
 ) -> Result<Result<LedgerTotals, Refusal>, StoreError> {
-    // One statement: the first spend inserts the row (if it fits on its own), later ones update
-    // it only where the new totals stay within every limit.
-    let row = sqlx::query(
-        "INSERT INTO ledger (open_hash, currency, total_minor, uses, last_use, next_allowed_at, keep_until) \
-         SELECT $1, $2, $3, 1, $4, $7, $8 WHERE ($5 IS NULL OR $3 <= $5) AND ($6 IS NULL OR 1 <= $6) \
-         ON CONFLICT (open_hash) DO UPDATE SET \
-             total_minor = ledger.total_minor + excluded.total_minor, uses = ledger.uses + 1, \
-             last_use = excluded.last_use, next_allowed_at = excluded.next_allowed_at, \
-             keep_until = CASE WHEN ledger.keep_until > excluded.keep_until \
-                 THEN ledger.keep_until ELSE excluded.keep_until END \
-         WHERE ledger.currency = excluded.currency \
-           AND ($5 IS NULL OR ledger.total_minor + excluded.total_minor <= $5) \
-           AND ($6 IS NULL OR ledger.uses + 1 <= $6) \
-           AND (ledger.next_allowed_at IS NULL OR ledger.next_allowed_at <= excluded.last_use) \
-         RETURNING total_minor, uses",
-    )
-    .bind(s.open_hash)
-    .bind(s.currency)
-    .bind(s.amount_minor)
-    .bind(now)
-    .bind(s.budget_max_minor)
-    .bind(s.max_uses)
-    .bind(s.next_allowed_at)
-    .bind(s.keep_until)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = bind_spend(sqlx::query(SPEND), Some(*s), now)
+        .fetch_optional(&mut *conn)
+        .await?;
     if let Some(row) = row {
         return Ok(Ok(LedgerTotals {
             total_minor: row.try_get("total_minor")?,
             uses: row.try_get("uses")?,
         }));
     }
-    Ok(Err(why_not_spent(tx, s, now).await?))
+    Ok(Err(why_not_spent(conn, s, now).await?))
 }
 
 /// Names the limit that stopped a spend (read inside the same transaction, after the refusal).
 async fn why_not_spent(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     s: &Spend<'_>,
     now: i64,
 ) -> Result<Refusal, StoreError> {
     let row =
         sqlx::query("SELECT currency, uses, next_allowed_at FROM ledger WHERE open_hash = $1")
             .bind(s.open_hash)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
     let Some(row) = row else {
         // No earlier use: this amount alone is over a limit.
@@ -514,18 +722,11 @@ async fn why_not_spent(
 }
 
 async fn finish_idempotent(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     done: &IdempotencyDone<'_>,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE idempotency SET state = 'done', response = $3, exp = $4 \
-         WHERE key = $1 AND request_hash = $2 AND state = 'in_progress'",
-    )
-    .bind(done.key)
-    .bind(done.request_hash)
-    .bind(done.response)
-    .bind(done.keep_until)
-    .execute(&mut **tx)
-    .await?;
+    let updated = bind_finish(sqlx::query(FINISH_IDEMPOTENT), Some(*done))
+        .execute(&mut *conn)
+        .await?;
     Ok(updated.rows_affected() == 1)
 }
