@@ -653,6 +653,55 @@ async fn deleting_a_record_breaks_the_chain_and_is_named() {
     }
 }
 
+/// On PostgreSQL a decision's audit record is chained inside the database; the chain must read
+/// back exactly as records appended by the store itself, whatever the record's text holds.
+#[tokio::test]
+async fn decisions_and_plain_appends_make_one_verifiable_chain_whatever_the_text() {
+    let merchants = [
+        "Caf\u{e9} Z\u{fc}rich",
+        "\u{6771}\u{4eac} \u{1f6d2} shop",
+        "quote \" backslash \\ newline \n tab \t",
+        "plain",
+        "\u{202e}mirrored",
+        "nul-free \u{7f} del",
+    ];
+    for (name, store) in support::stores().await {
+        for (i, merchant) in merchants.iter().enumerate() {
+            let mut audit = record("payment.verify");
+            audit.merchant = Some((*merchant).to_owned());
+            audit.amount = Some(format!("USD {i}.00"));
+            let closed = format!("closed-{i}");
+            let transaction = format!("t-{i}");
+            let decision = Decision {
+                now: NOW,
+                nonce: None,
+                redemption: Some(Redemption {
+                    closed_hash: &closed,
+                    transaction_id: &transaction,
+                    keep_until: NOW + 60,
+                }),
+                spend: None,
+                idempotency: None,
+                audit: &audit,
+            };
+            let committed = store.commit(&decision).await.unwrap().unwrap();
+            assert_eq!(committed.audit_seq, 2 * i as i64 + 1, "{name}");
+            store.append(&record("token.exchange")).await.unwrap();
+        }
+        let total = 2 * merchants.len() as i64;
+        assert_eq!(store.verify().await.unwrap(), Ok(total), "{name}");
+        let tail = store.tail(total).await.unwrap();
+        let read: Vec<_> = tail
+            .iter()
+            .filter_map(|r| r.record.merchant.clone())
+            .collect();
+        assert_eq!(read.len(), merchants.len(), "{name}");
+        for merchant in merchants {
+            assert!(read.iter().any(|m| m == merchant), "{name}: {merchant:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn audit_tail_reads_records_back_in_order() {
     for (name, store) in support::stores().await {
@@ -948,7 +997,7 @@ async fn instances_starting_together_on_a_fresh_postgres_schema_all_migrate() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(versions, 3, "every migration applied once");
+        assert_eq!(versions, 4, "every migration applied once");
     }
 }
 

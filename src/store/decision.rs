@@ -337,20 +337,9 @@ impl DecisionLedger for Store {
     }
 
     async fn commit(&self, d: &Decision<'_>) -> Result<Result<Committed, Refusal>, StoreError> {
-        if self.backend == Backend::Sqlite {
-            return commit_batched(self, d).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        match apply(&mut tx, d).await? {
-            Ok(ledger) => {
-                let audit_seq = append_in(&mut tx, d.audit).await?;
-                tx.commit().await?;
-                Ok(Ok(Committed { audit_seq, ledger }))
-            }
-            Err(refusal) => {
-                tx.rollback().await?;
-                Ok(Err(refusal))
-            }
+        match self.backend {
+            Backend::Sqlite => commit_batched(self, d).await,
+            Backend::Postgres => commit_in_function(self, d).await,
         }
     }
 
@@ -599,54 +588,59 @@ async fn apply_batched(
     Ok(Ok((totals, head)))
 }
 
-/// Applies the decision's writes in order; any refusal leaves the transaction to be rolled back.
-async fn apply(
-    conn: &mut AnyConnection,
+/// PostgreSQL: a decision in one round trip, the `ap2_decide` function (migration 4) running
+/// the same conditional writes in the same order inside the statement's own transaction. It
+/// names the step that refused, having rolled back every write; why it refused is then read
+/// as on SQLite, a moment later (reads see committed rows at that moment either way).
+async fn commit_in_function(
+    store: &Store,
     d: &Decision<'_>,
-) -> Result<Result<Option<LedgerTotals>, Refusal>, StoreError> {
-    if let Some(nonce) = d.nonce {
-        if let Err(r) = consume_nonce(conn, nonce, d.now).await? {
-            return Ok(Err(r));
-        }
-    }
-    if d.redemption.is_some() {
-        let inserted = bind_redemption(sqlx::query(REDEEM), d)
-            .execute(&mut *conn)
-            .await?;
-        if inserted.rows_affected() != 1 {
-            return Ok(Err(Refusal::Replayed));
-        }
-    }
-    let mut totals = None;
-    if let Some(spend) = d.spend {
-        match add_spend(conn, &spend, d.now).await? {
-            Ok(t) => totals = Some(t),
-            Err(r) => return Ok(Err(r)),
-        }
-    }
-    if let Some(done) = d.idempotency {
-        if !finish_idempotent(conn, &done).await? {
-            return Ok(Err(Refusal::IdempotencyLost));
-        }
-    }
-    Ok(Ok(totals))
-}
-
-async fn consume_nonce(
-    conn: &mut AnyConnection,
-    n: NonceUse<'_>,
-    now: i64,
-) -> Result<Result<(), Refusal>, StoreError> {
-    let used = bind_nonce(sqlx::query(CONSUME_NONCE), Some(n), now)
-        .execute(&mut *conn)
+) -> Result<Result<Committed, Refusal>, StoreError> {
+    const DECIDE: &str = "SELECT refused, spent_total, spent_uses, audit_seq FROM ap2_decide(\
+         $1::TEXT, $2::TEXT, $3::BIGINT, $4::TEXT, \
+         $5::TEXT, $6::TEXT, $7::BIGINT, $8::BIGINT, $9::TEXT, \
+         $10::TEXT, $11::TEXT, $12::BIGINT, $13::BIGINT, $14::BIGINT, $15::BIGINT, $16::BIGINT, \
+         $17::BIGINT, $18::TEXT, $19::TEXT, $20::TEXT, $21::BIGINT, $22::TEXT, $23::BIGINT)";
+    let record = serde_json::to_string(d.audit).map_err(|_| StoreError::Corrupt("audit record"))?;
+    let q = sqlx::query(DECIDE);
+    let q = bind_nonce(q, d.nonce, d.now);
+    let q = bind_redemption(q, d);
+    let q = bind_spend(q, d.spend, d.now);
+    let q = bind_finish(q, d.idempotency);
+    let row = q
+        .bind(record)
+        .bind(d.audit.at)
+        .fetch_one(&store.pool)
         .await?;
-    if used.rows_affected() == 1 {
-        return Ok(Ok(()));
-    }
-    Ok(Err(why_not_consumed(conn, n).await?))
+    let refused: Option<String> = row.try_get("refused")?;
+    let refusal = match (refused.as_deref(), d.nonce, d.spend) {
+        (None, _, _) => {
+            let ledger = match d.spend {
+                Some(_) => Some(LedgerTotals {
+                    total_minor: row.try_get("spent_total")?,
+                    uses: row.try_get("spent_uses")?,
+                }),
+                None => None,
+            };
+            return Ok(Ok(Committed {
+                audit_seq: row.try_get("audit_seq")?,
+                ledger,
+            }));
+        }
+        (Some("nonce"), Some(nonce), _) => {
+            why_not_consumed(&mut *store.pool.acquire().await?, nonce).await?
+        }
+        (Some("redemption"), _, _) if d.redemption.is_some() => Refusal::Replayed,
+        (Some("spend"), _, Some(spend)) => {
+            why_not_spent(&mut *store.pool.acquire().await?, &spend, d.now).await?
+        }
+        (Some("idempotency"), _, _) if d.idempotency.is_some() => Refusal::IdempotencyLost,
+        _ => return Err(StoreError::Corrupt("decision answer")),
+    };
+    Ok(Err(refusal))
 }
 
-/// Names why a nonce could not be consumed (read inside the same transaction).
+/// Names why a nonce could not be consumed.
 async fn why_not_consumed(
     conn: &mut AnyConnection,
     n: NonceUse<'_>,
@@ -671,24 +665,7 @@ async fn why_not_consumed(
     })
 }
 
-async fn add_spend(
-    conn: &mut AnyConnection,
-    s: &Spend<'_>,
-    now: i64,
-) -> Result<Result<LedgerTotals, Refusal>, StoreError> {
-    let row = bind_spend(sqlx::query(SPEND), Some(*s), now)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(row) = row {
-        return Ok(Ok(LedgerTotals {
-            total_minor: row.try_get("total_minor")?,
-            uses: row.try_get("uses")?,
-        }));
-    }
-    Ok(Err(why_not_spent(conn, s, now).await?))
-}
-
-/// Names the limit that stopped a spend (read inside the same transaction, after the refusal).
+/// Names the limit that stopped a spend.
 async fn why_not_spent(
     conn: &mut AnyConnection,
     s: &Spend<'_>,

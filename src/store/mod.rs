@@ -211,6 +211,7 @@ impl Store {
                 (1, include_str!("migrations/postgres/0001_init.sql")),
                 (2, include_str!("migrations/postgres/0002_oauth.sql")),
                 (3, include_str!("migrations/postgres/0003_wallet.sql")),
+                (4, include_str!("migrations/postgres/0004_decide.sql")),
             ],
         };
         let mut conn = self.pool.acquire().await?;
