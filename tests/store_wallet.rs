@@ -318,6 +318,75 @@ async fn a_mandate_takes_the_next_status_index_and_is_found_by_id_and_hash() {
 }
 
 #[tokio::test]
+async fn the_delegation_state_reads_each_named_record_or_none() {
+    use ap2_mandate::store::records::{ConsentState, GrantState, GrantStatus, MandateState};
+    for (name, store) in support::stores().await {
+        seed(&store).await;
+        store.create_status_list("sl-1", 16).await.unwrap();
+        store
+            .create_consent(&consent("c-1", NOW + 600))
+            .await
+            .unwrap();
+        store
+            .allocate_mandate(&mandate("m-1", "sl-1"))
+            .await
+            .unwrap();
+        store.revoke_mandate("m-1", NOW + 5).await.unwrap();
+
+        let all = store
+            .delegation_state(Some("g-1"), Some("c-1"), "hash-m-1")
+            .await
+            .unwrap();
+        let grant = GrantState {
+            status: GrantStatus::Active,
+            expires_at: NOW + 3600,
+            user_id: "u-1".into(),
+            agent_id: "a-1".into(),
+        };
+        assert_eq!(all.grant.as_ref(), Some(&grant), "{name}");
+        let pending = ConsentState {
+            status: ConsentStatus::Pending,
+            expires_at: NOW + 600,
+            user_id: "u-1".into(),
+            agent_id: "a-1".into(),
+        };
+        assert_eq!(all.consent.as_ref(), Some(&pending), "{name}");
+        assert_eq!(pending.status_at(NOW), ConsentStatus::Pending, "{name}");
+        assert_eq!(
+            pending.status_at(NOW + 600),
+            ConsentStatus::Expired,
+            "{name}"
+        );
+        assert_eq!(
+            all.mandate,
+            Some(MandateState {
+                user_id: "u-1".into(),
+                agent_id: "a-1".into(),
+                revoked_at: Some(NOW + 5),
+            }),
+            "{name}"
+        );
+
+        // Not named, or named but unknown: none, and the others are still read.
+        let some = store
+            .delegation_state(None, Some("c-9"), "hash-m-1")
+            .await
+            .unwrap();
+        assert_eq!((some.grant, some.consent), (None, None), "{name}");
+        assert!(some.mandate.is_some(), "{name}");
+        let none = store
+            .delegation_state(Some("g-9"), None, "hash-m-9")
+            .await
+            .unwrap();
+        assert_eq!(
+            (none.grant, none.consent, none.mandate),
+            (None, None, None),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refused_mandate_takes_no_status_index() {
     for (name, store) in support::stores().await {
         seed(&store).await;

@@ -979,6 +979,78 @@ async fn delegation_and_policy(store: Store, label: &str) {
         "mandate_status_unknown",
     );
 
+    // Records that exist but are someone else's: a grant of another human and agent, a consent
+    // that other human approved, a consent still pending, and a mandate record of theirs.
+    let bob = w.actor("other-shopper", "bob").await;
+    let mut borrowed = w.evidence(&alice);
+    borrowed["delegation"]["grant_id"] = bob.claims.grant_id.clone().into();
+    let op = w.open_payment(&w.wallet, borrowed, &alice.agent, &open_checkout, vec![]);
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_d1", 12900).await).await,
+        "invalid_credential",
+        "grant_not_active",
+    );
+    let theirs = ConsentRequest {
+        id: format!("con_bob_{label}"),
+        user_id: bob.user.clone(),
+        agent_id: bob.agent.id.clone(),
+        grant_id: bob.claims.grant_id.clone(),
+        token_jti: Some(bob.claims.jti.clone()),
+        body: "{}".into(),
+        status: ConsentStatus::Pending,
+        created_at: now,
+        expires_at: now + 600,
+        decided_at: None,
+    };
+    store.create_consent(&theirs).await.unwrap();
+    store
+        .decide_consent(&theirs.id, &bob.user, true, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = ConsentRequest {
+        id: format!("con_pending_{label}"),
+        user_id: alice.user.clone(),
+        agent_id: alice.agent.id.clone(),
+        ..theirs.clone()
+    };
+    store.create_consent(&pending).await.unwrap();
+    for (consent, id) in [(&theirs.id, "chk_d2"), (&pending.id, "chk_d3")] {
+        let mut named = w.evidence(&alice);
+        named["delegation"]["consent_id"] = consent.clone().into();
+        let op = w.open_payment(&w.wallet, named, &alice.agent, &open_checkout, vec![]);
+        refused_with(
+            &w.present(&alice, &pay(&op, id, 12900).await).await,
+            "invalid_credential",
+            "consent_not_approved",
+        );
+    }
+    let op = w.open_payment(
+        &w.wallet,
+        w.evidence(&alice),
+        &alice.agent,
+        &open_checkout,
+        vec![],
+    );
+    store
+        .allocate_mandate(&NewMandate {
+            id: format!("man_bob_{label}"),
+            hash: ledger_id(&op),
+            status_list_id: format!("sl_{label}"),
+            user_id: bob.user.clone(),
+            agent_id: bob.agent.id.clone(),
+            grant_id: bob.claims.grant_id.clone(),
+            consent_id: None,
+            exp: now + 3600,
+        })
+        .await
+        .unwrap();
+    refused_with(
+        &w.present(&alice, &pay(&op, "chk_d4", 12900).await).await,
+        "invalid_credential",
+        "subject_mismatch",
+    );
+
     // Evidence of the wrong shape.
     let mut odd = w.evidence(&alice);
     odd["delegation"]["agent_id"] = json!(5);

@@ -38,7 +38,7 @@ use crate::mandate::{
 };
 use crate::money::Amount;
 use crate::sdjwt::{Challenge, UnverifiedChain, VerifiedChain};
-use crate::store::records::{ConsentStatus, GrantStatus, IdentityRecords as _, WalletRecords as _};
+use crate::store::records::{ConsentStatus, GrantStatus, WalletRecords as _};
 use crate::store::{
     AuditRecord, Decision, DecisionLedger as _, IdempotencyDone, NonceUse, Redemption, Refusal,
     Spend, StoreError,
@@ -761,41 +761,44 @@ impl VerifierService {
         if evidence.agent_id != caller.client_id {
             return Ok(Err(Check::AgentMismatch));
         }
-        let store = self.tokens.store();
-        if let Some(grant_id) = &evidence.grant_id {
-            match store.grant(grant_id).await {
-                Ok(g)
+        let state = self
+            .tokens
+            .store()
+            .delegation_state(
+                evidence.grant_id.as_deref(),
+                evidence.consent_id.as_deref(),
+                &root.signed_hash(),
+            )
+            .await?;
+        if evidence.grant_id.is_some() {
+            match &state.grant {
+                Some(g)
                     if g.status == GrantStatus::Active
                         && g.expires_at > now
                         && g.user_id == evidence.sub
                         && g.agent_id == evidence.agent_id => {}
-                Ok(_) | Err(StoreError::NotFound) => return Ok(Err(Check::GrantNotActive)),
-                Err(e) => return Err(e),
+                _ => return Ok(Err(Check::GrantNotActive)),
             }
         }
-        if let Some(consent_id) = &evidence.consent_id {
-            match store.consent(consent_id).await {
-                Ok(c)
+        if evidence.consent_id.is_some() {
+            match &state.consent {
+                Some(c)
                     if c.status_at(now) == ConsentStatus::Approved
                         && c.user_id == evidence.sub
                         && c.agent_id == evidence.agent_id => {}
-                Ok(_) | Err(StoreError::NotFound) => return Ok(Err(Check::ConsentNotApproved)),
-                Err(e) => return Err(e),
+                _ => return Ok(Err(Check::ConsentNotApproved)),
             }
         }
         // The mandate's own standing: our wallet keeps every mandate it signed; one that
         // carries a status reference we cannot resolve is refused rather than assumed good.
-        match store.mandate_by_hash(&root.signed_hash()).await {
-            Ok(m) if m.revoked_at.is_some() => return Ok(Err(Check::MandateRevoked)),
-            Ok(m) if m.user_id != evidence.sub || m.agent_id != evidence.agent_id => {
+        match &state.mandate {
+            Some(m) if m.revoked_at.is_some() => return Ok(Err(Check::MandateRevoked)),
+            Some(m) if m.user_id != evidence.sub || m.agent_id != evidence.agent_id => {
                 return Ok(Err(Check::SubjectMismatch))
             }
-            Ok(_) => {}
-            Err(StoreError::NotFound) if claims.contains_key("status") => {
-                return Ok(Err(Check::StatusUnknown))
-            }
-            Err(StoreError::NotFound) => {}
-            Err(e) => return Err(e),
+            Some(_) => {}
+            None if claims.contains_key("status") => return Ok(Err(Check::StatusUnknown)),
+            None => {}
         }
         Ok(Ok(Some(evidence)))
     }

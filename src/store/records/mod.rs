@@ -22,7 +22,10 @@ mod wallet;
 
 pub use identity::IdentityRecords;
 pub use oauth::{AuthCode, CodeRefusal, OAuthRecords, Session, Standing};
-pub use wallet::{IssueBatch, IssuedMandate, SignMandate, WalletRecords};
+pub use wallet::{
+    ConsentState, DelegationState, GrantState, IssueBatch, IssuedMandate, MandateState,
+    SignMandate, WalletRecords,
+};
 
 /// Longest identifier, name or other text field, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;

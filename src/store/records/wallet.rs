@@ -12,8 +12,8 @@ use sqlx::{Any, Row as _, Transaction};
 
 use super::{
     exists, hold_active_agent, hold_active_grant, optional_text, text, ConsentRefusal,
-    ConsentRequest, ConsentStatus, MandateRecord, NewMandate, RecordError, StatusListRecord,
-    MAX_CONSENT_BODY_LEN, MAX_STATUS_LIST_SIZE,
+    ConsentRequest, ConsentStatus, GrantStatus, MandateRecord, NewMandate, RecordError,
+    StatusListRecord, MAX_CONSENT_BODY_LEN, MAX_STATUS_LIST_SIZE,
 };
 use crate::store::{Store, StoreError};
 
@@ -66,6 +66,16 @@ pub trait WalletRecords {
         hash: &str,
     ) -> impl Future<Output = Result<MandateRecord, StoreError>> + Send;
 
+    /// What a presented mandate's delegation evidence names, as it stands now: the grant and
+    /// consent request (when named), and this store's record of the mandate whose root has
+    /// `mandate_hash`; one statement, so a verification pays one round trip for all three.
+    fn delegation_state(
+        &self,
+        grant_id: Option<&str>,
+        consent_id: Option<&str>,
+        mandate_hash: &str,
+    ) -> impl Future<Output = Result<DelegationState, StoreError>> + Send;
+
     /// Revokes a mandate: `true` if this call revoked it, `false` if it was revoked already.
     fn revoke_mandate(
         &self,
@@ -93,6 +103,77 @@ pub trait WalletRecords {
         status_list_id: &str,
     ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 }
+
+/// What [`WalletRecords::delegation_state`] reads; `None` where nothing was named or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationState {
+    /// The grant named by the evidence.
+    pub grant: Option<GrantState>,
+    /// The consent request named by the evidence.
+    pub consent: Option<ConsentState>,
+    /// This store's record of the mandate (present when this store's wallet issued it).
+    pub mandate: Option<MandateState>,
+}
+
+/// A grant as a verifier checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantState {
+    /// Active or revoked.
+    pub status: GrantStatus,
+    /// When it lapses (Unix seconds).
+    pub expires_at: i64,
+    /// The human who granted it.
+    pub user_id: String,
+    /// The agent it was granted to.
+    pub agent_id: String,
+}
+
+/// A consent request as a verifier checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentState {
+    /// As stored; see [`ConsentState::status_at`].
+    pub status: ConsentStatus,
+    /// When a pending request lapses (Unix seconds).
+    pub expires_at: i64,
+    /// The human asked.
+    pub user_id: String,
+    /// The agent that asked.
+    pub agent_id: String,
+}
+
+impl ConsentState {
+    /// The status at `now`: a pending request past its `expires_at` is expired.
+    pub fn status_at(&self, now: i64) -> ConsentStatus {
+        match self.status {
+            ConsentStatus::Pending if self.expires_at <= now => ConsentStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+/// A mandate record as a verifier checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandateState {
+    /// The human it was issued for.
+    pub user_id: String,
+    /// The agent it was issued to.
+    pub agent_id: String,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// One row whatever is found: each table joins on its own key, and a key not given (NULL)
+/// matches nothing.
+const DELEGATION_STATE: &str = "SELECT \
+       g.status AS g_status, g.expires_at AS g_expires_at, g.user_id AS g_user_id, \
+       g.agent_id AS g_agent_id, \
+       c.status AS c_status, c.expires_at AS c_expires_at, c.user_id AS c_user_id, \
+       c.agent_id AS c_agent_id, \
+       m.user_id AS m_user_id, m.agent_id AS m_agent_id, m.revoked_at AS m_revoked_at \
+     FROM (SELECT 1 AS here) AS one \
+     LEFT JOIN grants g ON g.id = $1 \
+     LEFT JOIN consent_requests c ON c.id = $2 \
+     LEFT JOIN mandates m ON m.hash = $3";
 
 const MANDATE_SELECT: &str = "SELECT id, hash, status_list_id, status_index, user_id, agent_id, \
      grant_id, consent_id, exp, revoked_at FROM mandates";
@@ -206,6 +287,58 @@ impl WalletRecords for Store {
 
     async fn mandate_by_hash(&self, hash: &str) -> Result<MandateRecord, StoreError> {
         self.mandate_where("hash", hash).await
+    }
+
+    async fn delegation_state(
+        &self,
+        grant_id: Option<&str>,
+        consent_id: Option<&str>,
+        mandate_hash: &str,
+    ) -> Result<DelegationState, StoreError> {
+        let row = sqlx::query(DELEGATION_STATE)
+            .bind(grant_id)
+            .bind(consent_id)
+            .bind(mandate_hash)
+            .fetch_one(&self.pool)
+            .await?;
+        // `user_id` is NOT NULL in every table, so a NULL there means no row joined.
+        let grant = match row.try_get::<Option<String>, _>("g_user_id")? {
+            None => None,
+            Some(user_id) => Some(GrantState {
+                status: GrantStatus::from_stored(
+                    &row.try_get::<String, _>("g_status")?,
+                    "grants.status",
+                )?,
+                expires_at: row.try_get("g_expires_at")?,
+                user_id,
+                agent_id: row.try_get("g_agent_id")?,
+            }),
+        };
+        let consent = match row.try_get::<Option<String>, _>("c_user_id")? {
+            None => None,
+            Some(user_id) => Some(ConsentState {
+                status: ConsentStatus::from_stored(
+                    &row.try_get::<String, _>("c_status")?,
+                    "consent_requests.status",
+                )?,
+                expires_at: row.try_get("c_expires_at")?,
+                user_id,
+                agent_id: row.try_get("c_agent_id")?,
+            }),
+        };
+        let mandate = match row.try_get::<Option<String>, _>("m_user_id")? {
+            None => None,
+            Some(user_id) => Some(MandateState {
+                user_id,
+                agent_id: row.try_get("m_agent_id")?,
+                revoked_at: row.try_get("m_revoked_at")?,
+            }),
+        };
+        Ok(DelegationState {
+            grant,
+            consent,
+            mandate,
+        })
     }
 
     async fn revoke_mandate(&self, id: &str, now: i64) -> Result<bool, StoreError> {
