@@ -764,3 +764,63 @@ async fn no_token_issued_during_a_disablement_stays_active() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_proof_is_recorded_once_and_its_token_standing_read_in_the_same_call() {
+    use ap2_mandate::store::records::{OAuthRecords as _, Standing};
+    use ap2_mandate::store::DecisionLedger as _;
+    for (name, store) in support::stores().await {
+        seed(&store).await;
+        store
+            .record_token(&token("t-1", Some("g-1"), "a-1"))
+            .await
+            .unwrap();
+        let at = NOW + 60;
+        assert_eq!(
+            store
+                .remember_proof_with_standing("dpop", "k:p-1", at, "t-1")
+                .await,
+            Ok((true, Standing::Active)),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .remember_proof_with_standing("dpop", "k:p-1", at, "t-1")
+                .await,
+            Ok((false, Standing::Active)),
+            "{name}: the same proof again"
+        );
+        assert_eq!(
+            store.remember_jti("dpop", "k:p-1", at).await,
+            Ok(false),
+            "{name}: recorded where every single-use id is"
+        );
+        assert_eq!(
+            store
+                .remember_proof_with_standing("other", "k:p-1", at, "t-1")
+                .await,
+            Ok((true, Standing::Active)),
+            "{name}: another scope"
+        );
+        assert_eq!(
+            store
+                .remember_proof_with_standing("dpop", "k:p-2", at, "t-9")
+                .await,
+            Ok((true, Standing::Unknown)),
+            "{name}: a token never recorded"
+        );
+        store.revoke_token("t-1").await.unwrap();
+        assert_eq!(
+            store
+                .remember_proof_with_standing("dpop", "k:p-3", at, "t-1")
+                .await,
+            Ok((true, Standing::Revoked)),
+            "{name}"
+        );
+        assert_eq!(
+            store.token_standing("t-1").await,
+            Ok(Standing::Revoked),
+            "{name}"
+        );
+    }
+}

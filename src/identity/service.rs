@@ -169,9 +169,20 @@ impl std::fmt::Debug for TokenService {
 /// How often cached keys are re-read from the store, seconds.
 const KEY_REFRESH: i64 = 60;
 
+/// The scope of used DPoP proof ids among the single-use ids the store keeps.
+const PROOF_SCOPE: &str = "dpop";
+
 /// Access token signatures remembered per key load (exact token bytes only; claims, times and
 /// standing are still checked on every use).
 const REMEMBERED_TOKENS: usize = 16_384;
+
+/// A DPoP proof presented a second time.
+fn proof_replayed() -> TokenError {
+    TokenError::Replayed {
+        code: OAuthCode::InvalidDpopProof,
+        rule: "DPoP proof replayed",
+    }
+}
 
 impl TokenService {
     /// A service over `store`, with keys sealed by `master` and these external issuers.
@@ -410,8 +421,9 @@ impl TokenService {
 
     // ---- DPoP -------------------------------------------------------------------------------
 
-    /// Checks a DPoP proof for a request to `path` (single use included).
-    pub async fn check_dpop(
+    /// Checks a DPoP proof for a request to `path`, all but its single use, which the caller
+    /// records.
+    fn check_dpop_unrecorded(
         &self,
         proof: Option<&str>,
         htm: &str,
@@ -446,16 +458,36 @@ impl TokenService {
                 "a fresh DPoP nonce is required",
             ));
         }
+        Ok(checked)
+    }
 
-        let key = format!("{}:{}", checked.jkt, checked.jti);
-        let keep = checked.iat + self.config.proof_max_age + self.config.skew;
-        if !self.store.remember_jti("dpop", &key, keep).await? {
-            return Err(TokenError::Replayed {
-                code: OAuthCode::InvalidDpopProof,
-                rule: "DPoP proof replayed",
-            });
+    /// Checks a DPoP proof for a request to `path` and records its `jti` as used: a proof is
+    /// accepted once.
+    pub async fn check_dpop(
+        &self,
+        proof: Option<&str>,
+        htm: &str,
+        path: &str,
+        access_token: Option<&str>,
+        require_nonce: bool,
+        now: i64,
+    ) -> Result<CheckedProof, TokenError> {
+        let checked =
+            self.check_dpop_unrecorded(proof, htm, path, access_token, require_nonce, now)?;
+        let (key, keep) = self.proof_use(&checked);
+        if !self.store.remember_jti(PROOF_SCOPE, &key, keep).await? {
+            return Err(proof_replayed());
         }
         Ok(checked)
+    }
+
+    /// How a checked proof's single use is recorded: its key in the `dpop` scope, and until
+    /// when (after which its `iat` is too old for it to be accepted anyway).
+    fn proof_use(&self, checked: &CheckedProof) -> (String, i64) {
+        (
+            format!("{}:{}", checked.jkt, checked.jti),
+            checked.iat + self.config.proof_max_age + self.config.skew,
+        )
     }
 
     // ---- issuing ----------------------------------------------------------------------------
@@ -585,16 +617,23 @@ impl TokenService {
                 "access token audience is not this resource",
             ));
         }
-        let checked = self
-            .check_dpop(proof, htm, path, Some(token), false, now)
-            .await?;
+        let checked = self.check_dpop_unrecorded(proof, htm, path, Some(token), false, now)?;
         if checked.jkt != claims.jkt {
             return Err(TokenError::refused(
                 OAuthCode::InvalidDpopProof,
                 "DPoP proof key is not the key the token is bound to",
             ));
         }
-        if self.standing(&claims.jti).await? != Standing::Active {
+        // The proof's single use and the token's standing, in one round trip.
+        let (key, keep) = self.proof_use(&checked);
+        let (fresh, standing) = self
+            .store
+            .remember_proof_with_standing(PROOF_SCOPE, &key, keep, &claims.jti)
+            .await?;
+        if !fresh {
+            return Err(proof_replayed());
+        }
+        if standing != Standing::Active {
             return Err(TokenError::refused(
                 OAuthCode::InvalidToken,
                 "access token revoked, or its grant or agent is no longer active",

@@ -8,11 +8,12 @@
 
 use std::future::Future;
 
+use futures_util::TryStreamExt as _;
 use sqlx::any::AnyRow;
-use sqlx::Row as _;
+use sqlx::{Either, Executor as _, Row as _};
 
 use super::{text, RecordError};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// An authorization code as stored (its hash, never the code).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,42 @@ pub trait OAuthRecords {
         &self,
         jti: &str,
     ) -> impl Future<Output = Result<Standing, StoreError>> + Send;
+
+    /// Records a proof's id as used within `scope` until `exp` (as `remember_jti` does) and
+    /// reads the standing of the token `token_jti` it came with, in one round trip: `false`
+    /// first if the id was seen before.
+    fn remember_proof_with_standing(
+        &self,
+        scope: &str,
+        proof_jti: &str,
+        exp: i64,
+        token_jti: &str,
+    ) -> impl Future<Output = Result<(bool, Standing), StoreError>> + Send;
+}
+
+/// The columns a token's standing is read from, for a token row `t` (absent: all NULL or 0).
+macro_rules! standing_columns {
+    () => {
+        "t.status AS status, \
+         (SELECT g.status FROM grants g WHERE g.id = t.grant_id) AS grant_status, \
+         (SELECT u.status FROM users u WHERE u.id = t.user_id) AS user_status, \
+         (SELECT COUNT(*) FROM token_actors ta JOIN agents a ON a.id = ta.agent_id \
+           WHERE ta.jti = t.jti AND a.status <> 'active') AS inactive_actors"
+    };
+}
+
+/// The proof's id: scope, jti, exp; the token: jti.
+macro_rules! remember_proof {
+    () => {
+        "INSERT INTO seen_jtis (scope, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+    };
+}
+
+/// Joins the token `$4` to one row, so its standing reads as a row whether or not it is known.
+macro_rules! from_one_token_4 {
+    () => {
+        " FROM (SELECT 1 AS here) AS one LEFT JOIN tokens t ON t.jti = $4"
+    };
 }
 
 const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, redirect_uri, \
@@ -268,33 +305,74 @@ impl OAuthRecords for Store {
     }
 
     async fn token_standing(&self, jti: &str) -> Result<Standing, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.status AS status, \
-               (SELECT g.status FROM grants g WHERE g.id = t.grant_id) AS grant_status, \
-               (SELECT u.status FROM users u WHERE u.id = t.user_id) AS user_status, \
-               (SELECT COUNT(*) FROM token_actors ta JOIN agents a ON a.id = ta.agent_id \
-                 WHERE ta.jti = t.jti AND a.status <> 'active') AS inactive_actors \
-             FROM tokens t WHERE t.jti = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            standing_columns!(),
+            " FROM tokens t WHERE t.jti = $1"
+        ))
         .bind(jti)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(Standing::Unknown);
+        match row {
+            Some(row) => standing_from(&row),
+            None => Ok(Standing::Unknown),
+        }
+    }
+
+    async fn remember_proof_with_standing(
+        &self,
+        scope: &str,
+        proof_jti: &str,
+        exp: i64,
+        token_jti: &str,
+    ) -> Result<(bool, Standing), StoreError> {
+        // SQLite runs the two as one batch (each statement commits on its own); PostgreSQL as
+        // one statement whose insert is a common table expression.
+        const SQLITE: &str = concat!(
+            remember_proof!(),
+            ";\nSELECT ",
+            standing_columns!(),
+            from_one_token_4!()
+        );
+        const POSTGRES: &str = concat!(
+            "WITH fresh AS (",
+            remember_proof!(),
+            " RETURNING 1) SELECT (SELECT COUNT(*) FROM fresh) AS fresh, ",
+            standing_columns!(),
+            from_one_token_4!()
+        );
+        let query = |sql| {
+            sqlx::query(sql)
+                .bind(scope)
+                .bind(proof_jti)
+                .bind(exp)
+                .bind(token_jti)
         };
-        let status: String = row.try_get("status")?;
-        let grant: Option<String> = row.try_get("grant_status")?;
-        let user: Option<String> = row.try_get("user_status")?;
-        let inactive: i64 = row.try_get("inactive_actors")?;
-        // No grant or no local user: an external subject, which has neither.
-        let grant_ok = grant.as_deref().is_none_or(|g| g == "active");
-        let user_ok = user.as_deref().is_none_or(|u| u == "active");
-        Ok(
-            match status == "active" && grant_ok && user_ok && inactive == 0 {
-                true => Standing::Active,
-                false => Standing::Revoked,
-            },
-        )
+        match self.backend {
+            Backend::Postgres => {
+                let row = query(POSTGRES).fetch_one(&self.pool).await?;
+                let fresh: i64 = row.try_get("fresh")?;
+                Ok((fresh == 1, standing_from(&row)?))
+            }
+            Backend::Sqlite => {
+                let mut inserted = None;
+                let mut standing = None;
+                let mut results = self.pool.fetch_many(query(SQLITE));
+                while let Some(item) = results.try_next().await? {
+                    match item {
+                        Either::Left(done) if inserted.is_none() => {
+                            inserted = Some(done.rows_affected() == 1)
+                        }
+                        Either::Left(_) => {}
+                        Either::Right(row) => standing = Some(standing_from(&row)?),
+                    }
+                }
+                match (inserted, standing) {
+                    (Some(fresh), Some(standing)) => Ok((fresh, standing)),
+                    _ => Err(StoreError::Corrupt("proof and standing batch")),
+                }
+            }
+        }
     }
 }
 
@@ -310,4 +388,23 @@ fn code_from(row: &AnyRow) -> Result<AuthCode, StoreError> {
         dpop_jkt: row.try_get("dpop_jkt")?,
         exp: row.try_get("exp")?,
     })
+}
+
+/// A token's standing from the columns of [`standing_columns`]; a NULL status is no token.
+fn standing_from(row: &AnyRow) -> Result<Standing, StoreError> {
+    let Some(status) = row.try_get::<Option<String>, _>("status")? else {
+        return Ok(Standing::Unknown);
+    };
+    let grant: Option<String> = row.try_get("grant_status")?;
+    let user: Option<String> = row.try_get("user_status")?;
+    let inactive: i64 = row.try_get("inactive_actors")?;
+    // No grant or no local user: an external subject, which has neither.
+    let grant_ok = grant.as_deref().is_none_or(|g| g == "active");
+    let user_ok = user.as_deref().is_none_or(|u| u == "active");
+    Ok(
+        match status == "active" && grant_ok && user_ok && inactive == 0 {
+            true => Standing::Active,
+            false => Standing::Revoked,
+        },
+    )
 }
