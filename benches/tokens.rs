@@ -10,8 +10,8 @@
 //! - `access_token_plus_dpop`: both, and the key binding (`cnf.jkt` equals the proof's key);
 //! - `resource_request_full`: `TokenService::authenticate_resource` over SQLite (and PostgreSQL
 //!   when `AP2_BENCH_POSTGRES_URL` is set): the two checks above, plus the proof's single-use
-//!   `jti` insert and the token's standing query. Each iteration presents a fresh proof, signed
-//!   before its timing starts; `now` stays fixed so every proof stays fresh.
+//!   `jti` insert and the token's standing query, sent together. Each iteration presents a
+//!   fresh proof, signed before its timing starts; `now` stays fixed so every proof stays fresh.
 //!
 //! After criterion, an interleaved measurement prints the token-plus-proof cost in units of
 //! bare verifications (two signatures are checked, so 2.0 would be signatures alone).
