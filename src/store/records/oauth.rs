@@ -390,7 +390,7 @@ fn code_from(row: &AnyRow) -> Result<AuthCode, StoreError> {
     })
 }
 
-/// A token's standing from the columns of [`standing_columns`]; a NULL status is no token.
+/// A token's standing from the columns of `standing_columns!`; a NULL status is no token.
 fn standing_from(row: &AnyRow) -> Result<Standing, StoreError> {
     let Some(status) = row.try_get::<Option<String>, _>("status")? else {
         return Ok(Standing::Unknown);
