@@ -904,19 +904,32 @@ async fn delegation_and_policy(store: Store, label: &str) {
         async move { w.fresh_payment(alice, &oc, &op, &id, amount).await }
     };
 
-    // A consent the human denied.
-    let consent = ConsentRequest {
-        id: format!("con_{label}"),
-        user_id: alice.user.clone(),
-        agent_id: alice.agent.id.clone(),
-        grant_id: alice.claims.grant_id.clone(),
-        token_jti: Some(alice.claims.jti.clone()),
+    // A pending consent request of `a`, and a mandate record of `a` for the open mandate `op`.
+    let consent_of = |id: String, a: &Actor| ConsentRequest {
+        id,
+        user_id: a.user.clone(),
+        agent_id: a.agent.id.clone(),
+        grant_id: a.claims.grant_id.clone(),
+        token_jti: Some(a.claims.jti.clone()),
         body: "{}".into(),
         status: ConsentStatus::Pending,
         created_at: now,
         expires_at: now + 600,
         decided_at: None,
     };
+    let mandate_of = |id: String, op: &str, a: &Actor| NewMandate {
+        id,
+        hash: ledger_id(op),
+        status_list_id: format!("sl_{label}"),
+        user_id: a.user.clone(),
+        agent_id: a.agent.id.clone(),
+        grant_id: a.claims.grant_id.clone(),
+        consent_id: None,
+        exp: now + 3600,
+    };
+
+    // A consent the human denied.
+    let consent = consent_of(format!("con_{label}"), &alice);
     store.create_consent(&consent).await.unwrap();
     store
         .decide_consent(&consent.id, &alice.user, false, now)
@@ -944,16 +957,7 @@ async fn delegation_and_policy(store: Store, label: &str) {
         .create_status_list(&format!("sl_{label}"), 1024)
         .await
         .unwrap();
-    let mandate = NewMandate {
-        id: format!("man_{label}"),
-        hash: ledger_id(&op),
-        status_list_id: format!("sl_{label}"),
-        user_id: alice.user.clone(),
-        agent_id: alice.agent.id.clone(),
-        grant_id: alice.claims.grant_id.clone(),
-        consent_id: None,
-        exp: now + 3600,
-    };
+    let mandate = mandate_of(format!("man_{label}"), &op, &alice);
     store.allocate_mandate(&mandate).await.unwrap();
     assert_eq!(
         decision(&w.present(&alice, &pay(&op, "chk_c2", 12900).await).await).0,
@@ -990,30 +994,14 @@ async fn delegation_and_policy(store: Store, label: &str) {
         "invalid_credential",
         "grant_not_active",
     );
-    let theirs = ConsentRequest {
-        id: format!("con_bob_{label}"),
-        user_id: bob.user.clone(),
-        agent_id: bob.agent.id.clone(),
-        grant_id: bob.claims.grant_id.clone(),
-        token_jti: Some(bob.claims.jti.clone()),
-        body: "{}".into(),
-        status: ConsentStatus::Pending,
-        created_at: now,
-        expires_at: now + 600,
-        decided_at: None,
-    };
+    let theirs = consent_of(format!("con_bob_{label}"), &bob);
     store.create_consent(&theirs).await.unwrap();
     store
         .decide_consent(&theirs.id, &bob.user, true, now)
         .await
         .unwrap()
         .unwrap();
-    let pending = ConsentRequest {
-        id: format!("con_pending_{label}"),
-        user_id: alice.user.clone(),
-        agent_id: alice.agent.id.clone(),
-        ..theirs.clone()
-    };
+    let pending = consent_of(format!("con_pending_{label}"), &alice);
     store.create_consent(&pending).await.unwrap();
     for (consent, id) in [(&theirs.id, "chk_d2"), (&pending.id, "chk_d3")] {
         let mut named = w.evidence(&alice);
@@ -1033,16 +1021,7 @@ async fn delegation_and_policy(store: Store, label: &str) {
         vec![],
     );
     store
-        .allocate_mandate(&NewMandate {
-            id: format!("man_bob_{label}"),
-            hash: ledger_id(&op),
-            status_list_id: format!("sl_{label}"),
-            user_id: bob.user.clone(),
-            agent_id: bob.agent.id.clone(),
-            grant_id: bob.claims.grant_id.clone(),
-            consent_id: None,
-            exp: now + 3600,
-        })
+        .allocate_mandate(&mandate_of(format!("man_bob_{label}"), &op, &bob))
         .await
         .unwrap();
     refused_with(
