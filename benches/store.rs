@@ -5,9 +5,11 @@
 //! Run: `AP2_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench store`.
 //! A decision is `begin_idempotent` then `commit` (nonce, redemption, ledger spend within a
 //! budget, idempotency answer, audit record): two transactions, with the nonces issued before
-//! the clock starts. The insert is one autocommitted row in `seen_jtis`. Criterion times both
-//! one at a time; on PostgreSQL a plain timed loop then runs 8 concurrent tasks. Reads,
-//! sweeping and several instances on one database are not measured here.
+//! the clock starts. The decision's own transaction (`commit`, all five parts) is also timed
+//! alone, its idempotency key claimed before the clock. The insert is one autocommitted row in
+//! `seen_jtis`. Criterion times each one at a time; on PostgreSQL a plain timed loop then runs
+//! 8 concurrent tasks. Reads, sweeping and several instances on one database are not measured
+//! here.
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -45,11 +47,11 @@ fn main() {
         let store = rt
             .block_on(Store::open(&target.config))
             .expect("open the store");
-        let (decision, insert) = sequential(&mut criterion, &rt, target.label, &store);
-        rows.push(Row::new(target.label, decision, insert));
+        let (decision, transaction, insert) = sequential(&mut criterion, &rt, target.label, &store);
+        rows.push(Row::new(target.label, decision, Some(transaction), insert));
         if target.concurrent {
             let (decision, insert) = rt.block_on(concurrent(&store, decision));
-            rows.push(Row::new("postgres, 8 tasks", decision, insert));
+            rows.push(Row::new("postgres, 8 tasks", decision, None, insert));
         }
         rt.block_on(target.clean_up(store));
     }
@@ -121,23 +123,34 @@ impl Target {
     }
 }
 
-/// Criterion's one-at-a-time timings; returns ops/s over every timed iteration it ran.
-fn sequential(c: &mut Criterion, rt: &Runtime, label: &str, store: &Store) -> (f64, f64) {
+/// Criterion's one-at-a-time timings; returns ops/s over every timed iteration it ran: decisions
+/// (claim and commit), decision transactions alone (commit), bare inserts.
+fn sequential(c: &mut Criterion, rt: &Runtime, label: &str, store: &Store) -> (f64, f64, f64) {
     let mut group = c.benchmark_group(format!("store/{label}"));
-    let decisions = Tally::default();
-    group.bench_function("decision (begin_idempotent + commit)", |b| {
-        b.iter_custom(|iters| {
-            let first = reserve(iters);
-            rt.block_on(async {
-                issue_nonces(store, first..first + iters).await;
-                let start = Instant::now();
-                for id in first..first + iters {
-                    decide(store, id, "open-0").await;
-                }
-                decisions.add(iters, start.elapsed())
+    // With `timed_claim`, the idempotency key is claimed inside the timing; without, before it
+    // (as the nonces are issued), so only the decision's own transaction is timed.
+    let mut timed = |name: &str, timed_claim: bool| {
+        let decisions = Tally::default();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let first = reserve(iters);
+                rt.block_on(async {
+                    issue_nonces(store, first..first + iters).await;
+                    if !timed_claim {
+                        claim_keys(store, first..first + iters).await;
+                    }
+                    let start = Instant::now();
+                    for id in first..first + iters {
+                        decide(store, id, "open-0", timed_claim).await;
+                    }
+                    decisions.add(iters, start.elapsed())
+                })
             })
-        })
-    });
+        });
+        decisions.per_second()
+    };
+    let decisions = timed("decision (begin_idempotent + commit)", true);
+    let transactions = timed("decision transaction alone (commit)", false);
 
     let inserts = Tally::default();
     group.bench_function("bare insert (seen_jtis)", |b| {
@@ -153,7 +166,7 @@ fn sequential(c: &mut Criterion, rt: &Runtime, label: &str, store: &Store) -> (f
         })
     });
     group.finish();
-    (decisions.per_second(), inserts.per_second())
+    (decisions, transactions, inserts.per_second())
 }
 
 /// Eight tasks on the pool, each with its own open mandate, sized from the sequential rate so
@@ -180,7 +193,7 @@ async fn run_tasks(store: &Store, first: u64, per_task: u64, decisions: bool) ->
             let open = format!("open-{t}");
             for id in ids {
                 if decisions {
-                    decide(&store, id, &open).await;
+                    decide(&store, id, &open, true).await;
                 } else {
                     insert(&store, id).await;
                 }
@@ -206,15 +219,28 @@ async fn issue_nonces(store: &Store, ids: std::ops::Range<u64>) {
     }
 }
 
-/// One accepted payment: claim the idempotency key, then commit everything the decision writes.
-async fn decide(store: &Store, id: u64, open: &str) {
+async fn claim_keys(store: &Store, ids: std::ops::Range<u64>) {
+    for id in ids {
+        claim_key(store, &format!("key-{id}")).await;
+    }
+}
+
+async fn claim_key(store: &Store, key: &str) {
+    let begun = store.begin_idempotent(key, key, NOW, 60).await;
+    assert_eq!(begun, Ok(Begin::Started));
+}
+
+/// One accepted payment: claim the idempotency key (unless claimed already), then commit
+/// everything the decision writes.
+async fn decide(store: &Store, id: u64, open: &str, claim: bool) {
     let (nonce, closed, key) = (
         format!("n-{id}"),
         format!("closed-{id}"),
         format!("key-{id}"),
     );
-    let begun = store.begin_idempotent(&key, &key, NOW, 60).await;
-    assert_eq!(begun, Ok(Begin::Started));
+    if claim {
+        claim_key(store, &key).await;
+    }
     let audit = AuditRecord {
         at: NOW,
         action: "payment.verify".into(),
@@ -292,14 +318,16 @@ impl Tally {
 struct Row {
     label: &'static str,
     decisions: f64,
+    transaction: Option<f64>,
     inserts: f64,
 }
 
 impl Row {
-    fn new(label: &'static str, decisions: f64, inserts: f64) -> Row {
+    fn new(label: &'static str, decisions: f64, transaction: Option<f64>, inserts: f64) -> Row {
         Row {
             label,
             decisions,
+            transaction,
             inserts,
         }
     }
@@ -308,18 +336,25 @@ impl Row {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<20} {:>12} {:>12} {:>18}",
-        "backend", "decisions/s", "inserts/s", "decision/insert"
+        "{:<20} {:>12} {:>12} {:>12} {:>16} {:>16}",
+        "backend", "decisions/s", "commits/s", "inserts/s", "decision/insert", "commit/insert"
     );
     for r in rows {
+        let (commits, commit_ratio) = match r.transaction {
+            Some(k) => (format!("{k:.0}"), format!("{:.2}x", r.inserts / k)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         println!(
-            "{:<20} {:>12.0} {:>12.0} {:>17.2}x",
+            "{:<20} {:>12.0} {:>12} {:>12.0} {:>15.2}x {:>16}",
             r.label,
             r.decisions,
+            commits,
             r.inserts,
-            r.inserts / r.decisions
+            r.inserts / r.decisions,
+            commit_ratio,
         );
     }
-    println!("(decision/insert: time of one decision in bare inserts; sequential rows are");
-    println!(" criterion's timed iterations, warm-up included)");
+    println!("(decision: begin_idempotent + commit, two transactions; commit: the decision's own");
+    println!(" transaction alone, its key claimed before the clock; x/insert: time of one in bare");
+    println!(" inserts; sequential rows are criterion's timed iterations, warm-up included)");
 }
