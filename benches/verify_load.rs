@@ -528,6 +528,15 @@ async fn run(
     }
 }
 
+/// Removes a SQLite database and its log files (the server was killed, so they remain).
+fn remove_sqlite(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = db.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -539,12 +548,12 @@ fn main() {
         let db = std::env::temp_dir().join(format!("ap2-load-{}.db", std::process::id()));
         let url = format!("sqlite://{}?mode=rwc", db.display());
         rows.push(run("sqlite, 1 instance", url.clone(), None, 1, connections).await);
-        let _ = std::fs::remove_file(&db);
+        remove_sqlite(&db);
         for low in [1u64, 4] {
             let db = std::env::temp_dir().join(format!("ap2-load-{}-{low}.db", std::process::id()));
             let url = format!("sqlite://{}?mode=rwc", db.display());
             rows.push(run("sqlite, 1 instance", url, None, 1, low).await);
-            let _ = std::fs::remove_file(&db);
+            remove_sqlite(&db);
         }
         if let Ok(pg) = std::env::var("AP2_BENCH_POSTGRES_URL") {
             for instances in [1usize, 2] {

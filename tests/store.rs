@@ -1017,3 +1017,31 @@ async fn futures_join(
     }
     out
 }
+
+/// SQLite: commits leave the database file alone (no checkpoint inside a request); the store's
+/// background task copies the log into it, and the log stays readable throughout.
+#[tokio::test]
+async fn the_sqlite_log_is_checkpointed_in_the_background() {
+    let path = support::sqlite_path();
+    let store = Store::open(&ap2_mandate::store::StoreConfig::sqlite(&path))
+        .await
+        .unwrap();
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // The migrations' pages are copied at the task's first turns.
+    tokio::time::sleep(ap2_mandate::store::checkpoint::EVERY * 3).await;
+    let before = size();
+    let mut audit = record("payment.verify");
+    audit.reason = Some("x".repeat(400));
+    for _ in 0..1_000 {
+        store.append(&audit).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while size() <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(ap2_mandate::store::checkpoint::EVERY).await;
+    }
+    assert!(
+        size() > before,
+        "the database file stayed at {before} bytes: nothing checkpointed the log"
+    );
+    assert_eq!(store.verify().await.unwrap(), Ok(1_000));
+}

@@ -10,11 +10,13 @@
 //! only the migrations differ.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod decision;
 pub mod keys;
 pub mod records;
 pub mod sweep;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -41,7 +43,8 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// `synchronous=NORMAL` in WAL: a commit survives a crash of our process; on power loss
-    /// the last commits before the most recent checkpoint may be lost.
+    /// the commits since the log was last synced (at a background checkpoint, every 200 ms
+    /// while there are new commits) may be lost.
     Normal,
     /// `synchronous=FULL`: every commit is on disk before it is acknowledged.
     Full,
@@ -137,6 +140,8 @@ fn fault_kind(e: &sqlx::Error) -> &'static str {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: the task checkpointing the log, stopped with the last clone of the store.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl Store {
@@ -178,8 +183,17 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            pool,
+            backend,
+            _checkpointer: None,
+        };
         store.migrate(config.schema.as_deref()).await?;
+        if backend == Backend::Sqlite {
+            let checkpointer =
+                checkpoint::spawn(&config.url, config.timeout, store.pool.clone()).await?;
+            store._checkpointer = Some(Arc::new(checkpointer));
+        }
         Ok(store)
     }
 
@@ -279,7 +293,7 @@ fn connection_setup(backend: Backend, config: &StoreConfig) -> Result<String, St
             };
             Ok(format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = {timeout_ms}; \
-                 PRAGMA foreign_keys = ON;"
+                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
             ))
         }
         Backend::Postgres => {
