@@ -9,6 +9,15 @@
 local threads = {}
 local counter = 0
 
+-- AP2_LOAD_PAUSE_MS, when above 0: each connection waits that long after an answer before its
+-- next request (wrk's latency figures leave the pause out), to hold a rate rather than a load.
+local pause = tonumber(os.getenv("AP2_LOAD_PAUSE_MS") or "0")
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
+
 function setup(thread)
   thread:set("id", counter)
   counter = counter + 1

@@ -5,7 +5,8 @@
 //! (needs `wrk` on the PATH; Debian: `apt-get install wrk`). `AP2_BENCH_POSTGRES_URL` adds runs on
 //! PostgreSQL with one and with two instances; `AP2_BENCH_SECONDS` (default 10) sets each run's
 //! length, `AP2_BENCH_CONNECTIONS` (default 16) wrk's connections, `AP2_BENCH_REQUESTS` (default
-//! 30000) how many presentations are made ahead of each run.
+//! 30000) how many presentations are made ahead of each run, `AP2_BENCH_PAUSE_MS` (default 2) the
+//! pause of each of the four connections of the paced SQLite run (about 1,000 requests/s).
 //!
 //! Every request is a real decision: its own challenge (stored in the verifier's store as
 //! `POST /v1/challenges` would), its own merchant checkout, its own closing hop signed by the
@@ -358,6 +359,7 @@ fn wrk(
     threads: u64,
     connections: u64,
     seconds: u64,
+    pause_ms: u64,
 ) -> Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/verify_load.lua");
     Command::new("wrk")
@@ -377,6 +379,7 @@ fn wrk(
         .env("AP2_LOAD_FILE", file)
         .env("AP2_LOAD_TOKEN", token)
         .env("AP2_LOAD_THREADS", threads.to_string())
+        .env("AP2_LOAD_PAUSE_MS", pause_ms.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("run wrk (apt-get install wrk)")
@@ -429,6 +432,7 @@ async fn run(
     schema: Option<String>,
     instances: usize,
     connections: u64,
+    pause_ms: u64,
 ) -> Row {
     let seconds = env_number("AP2_BENCH_SECONDS", 10);
     let count = env_number("AP2_BENCH_REQUESTS", 30_000);
@@ -486,6 +490,7 @@ async fn run(
                 threads.min(per_conn),
                 per_conn,
                 seconds,
+                pause_ms,
             )
         })
         .collect();
@@ -547,14 +552,21 @@ fn main() {
         let mut rows = Vec::new();
         let db = std::env::temp_dir().join(format!("ap2-load-{}.db", std::process::id()));
         let url = format!("sqlite://{}?mode=rwc", db.display());
-        rows.push(run("sqlite, 1 instance", url.clone(), None, 1, connections).await);
+        rows.push(run("sqlite, 1 instance", url.clone(), None, 1, connections, 0).await);
         remove_sqlite(&db);
         for low in [1u64, 4] {
             let db = std::env::temp_dir().join(format!("ap2-load-{}-{low}.db", std::process::id()));
             let url = format!("sqlite://{}?mode=rwc", db.display());
-            rows.push(run("sqlite, 1 instance", url, None, 1, low).await);
+            rows.push(run("sqlite, 1 instance", url, None, 1, low, 0).await);
             remove_sqlite(&db);
         }
+        // Near 1,000/s with overlapping requests: four connections, each pausing between
+        // its answer and its next request.
+        let db = std::env::temp_dir().join(format!("ap2-load-{}-paced.db", std::process::id()));
+        let url = format!("sqlite://{}?mode=rwc", db.display());
+        let pause = env_number("AP2_BENCH_PAUSE_MS", 2);
+        rows.push(run("sqlite, paced", url, None, 1, 4, pause).await);
+        remove_sqlite(&db);
         if let Ok(pg) = std::env::var("AP2_BENCH_POSTGRES_URL") {
             for instances in [1usize, 2] {
                 let schema = format!("load_{}_{instances}", std::process::id());
@@ -568,6 +580,7 @@ fn main() {
                         Some(schema),
                         instances,
                         connections,
+                        0,
                     )
                     .await,
                 );
