@@ -56,34 +56,53 @@ async fn spawn_with(
     Ok(Checkpointer(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The log's size when a restart last completed: until a commit starts the log again,
+        // another restart would find nothing to do.
+        let mut restarted_at = None;
         while !pool.is_closed() {
             tick.tick().await;
-            let frames = match checkpoint(&mut conn, "PASSIVE").await {
-                Ok(frames) => frames,
+            let passive = match checkpoint(&mut conn, "PASSIVE").await {
+                Ok(passive) => passive,
                 Err(e) => {
                     tracing::warn!(error = %e, "WAL checkpoint failed; trying again shortly");
                     continue;
                 }
             };
-            if frames >= restart_at {
-                let restarted = match pool.acquire().await {
-                    Ok(mut turn) => checkpoint(&mut turn, "RESTART").await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = restarted {
-                    tracing::warn!(error = %e, frames, "WAL restart checkpoint failed");
+            if passive.frames < restart_at || restarted_at == Some(passive.frames) {
+                continue;
+            }
+            let restart = match pool.acquire().await {
+                Ok(mut turn) => checkpoint(&mut turn, "RESTART").await,
+                Err(e) => Err(e),
+            };
+            match restart {
+                Ok(done) if !done.busy => restarted_at = Some(done.frames),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, frames = passive.frames, "WAL restart checkpoint failed");
                 }
             }
         }
     })))
 }
 
-/// Runs one checkpoint; returns the frames in the log when it started.
-async fn checkpoint(conn: &mut AnyConnection, mode: &str) -> Result<i64, sqlx::Error> {
+/// What a checkpoint reports.
+struct Checkpoint {
+    /// It could not finish: a reader or writer was in the way.
+    busy: bool,
+    /// Frames in the log.
+    frames: i64,
+}
+
+/// Runs one checkpoint in `mode`.
+async fn checkpoint(conn: &mut AnyConnection, mode: &str) -> Result<Checkpoint, sqlx::Error> {
     let row = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
         .fetch_one(&mut *conn)
         .await?;
-    row.try_get(1)
+    Ok(Checkpoint {
+        busy: row.try_get::<i64, _>(0)? != 0,
+        frames: row.try_get(1)?,
+    })
 }
 
 #[cfg(test)]
