@@ -307,26 +307,8 @@ impl Remote {
 
 /// The P-256 keys of the JWKS at `url`.
 async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<KeySet, String> {
-    let res = http
-        .get(url)
-        .header("accept", "application/jwk-set+json, application/json")
-        .send()
-        .await
-        .map_err(|e| format!("unreachable ({})", without_url(&e)))?;
-    if !res.status().is_success() {
-        return Err(format!("answered HTTP {}", res.status().as_u16()));
-    }
-    if res.content_length().is_some_and(|n| n > MAX_JWKS as u64) {
-        return Err("the document is too large".into());
-    }
-    let body = res
-        .bytes()
-        .await
-        .map_err(|e| format!("the body could not be read ({})", without_url(&e)))?;
-    if body.len() > MAX_JWKS {
-        return Err("the document is too large".into());
-    }
-    parse_jwks(&body)
+    let accept = "application/jwk-set+json, application/json";
+    parse_jwks(&crate::outbound::get_bounded(http, url, accept, MAX_JWKS).await?)
 }
 
 /// The P-256 keys of a JWKS document; other key types are skipped.
@@ -349,20 +331,6 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
             .map_err(|e| format!("a P-256 key is unusable ({e})"))?;
     }
     Ok(keys)
-}
-
-/// A client error without the URL (the caller names it once).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "transfer failed"
-    };
-    kind.to_owned()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Outbound HTTP: the agent's calls to a wallet, a verifier or a token service, and the
-//! verifier's fetches of remote status lists.
+//! verifier's fetches of remote status lists and JWKS.
 //!
 //! HTTPS runs on rustls over aws-lc-rs (the crypto the rest of the crate already uses) and
 //! trusts the Mozilla root store, plus any certificates the operator adds for a private CA.
@@ -41,4 +41,47 @@ pub fn client(
     builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// GETs `url` asking for `accept`, and reads a successful answer's body of at most `max` bytes.
+/// The error says why in a few words, without the URL (the caller names it once).
+pub async fn get_bounded(
+    http: &reqwest::Client,
+    url: &str,
+    accept: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let res = http
+        .get(url)
+        .header("accept", accept)
+        .send()
+        .await
+        .map_err(|e| format!("unreachable ({})", failure(&e)))?;
+    if !res.status().is_success() {
+        return Err(format!("answered HTTP {}", res.status().as_u16()));
+    }
+    if res.content_length().is_some_and(|n| n > max as u64) {
+        return Err("the document is too large".into());
+    }
+    let body = res
+        .bytes()
+        .await
+        .map_err(|e| format!("the body could not be read ({})", failure(&e)))?;
+    if body.len() > max {
+        return Err("the document is too large".into());
+    }
+    Ok(body.to_vec())
+}
+
+/// What kind of failure a client error is, in a word or two.
+fn failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transfer failed"
+    }
 }

@@ -114,21 +114,10 @@ impl RemoteStatus {
     }
 
     async fn fetch(&self, uri: &str, keys: &KeySet, now: i64) -> Option<Cached> {
-        let res = self
-            .http
-            .get(uri)
-            .header("accept", "application/statuslist+jwt")
-            .send()
-            .await
-            .ok()?;
-        if !res.status().is_success() || res.content_length().is_some_and(|n| n > MAX_TOKEN as u64)
-        {
-            return None;
-        }
-        let body = res.bytes().await.ok()?;
-        if body.len() > MAX_TOKEN {
-            return None;
-        }
+        let body =
+            crate::outbound::get_bounded(&self.http, uri, "application/statuslist+jwt", MAX_TOKEN)
+                .await
+                .ok()?;
         let text = std::str::from_utf8(&body).ok()?.trim();
         verified_list(text, uri, keys, now, self.max_cache)
     }
