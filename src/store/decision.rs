@@ -9,14 +9,11 @@
 
 use std::sync::OnceLock;
 
-use futures_util::TryStreamExt as _;
-use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Either, Executor as _, Row as _};
+use sqlx::{Any, AnyConnection, Row as _};
 
 use super::audit::{append_in, insert_in, AuditRecord, ADVANCE_HEAD};
-use super::{Backend, Store, StoreError};
+use super::{batch_answers, AnyQuery, Backend, Store, StoreError};
 
 /// The challenge a presentation answers.
 #[derive(Debug, Clone, Copy)]
@@ -388,8 +385,6 @@ const SPEND: &str = "INSERT INTO ledger (open_hash, currency, total_minor, uses,
 const FINISH_IDEMPOTENT: &str = "UPDATE idempotency SET state = 'done', response = $3, exp = $4 \
      WHERE key = $1 AND request_hash = $2 AND state = 'in_progress'";
 
-type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
-
 fn bind_nonce<'q>(q: AnyQuery<'q>, n: Option<NonceUse<'q>>, now: i64) -> AnyQuery<'q> {
     q.bind(n.map(|n| n.value))
         .bind(n.map(|n| n.aud))
@@ -541,18 +536,7 @@ async fn apply_batched(
     let q = bind_redemption(q, d);
     let q = bind_spend(q, d.spend, d.now);
     let q = bind_finish(q, d.idempotency);
-    // Each statement yields its rows, then its count.
-    let mut answers: Vec<(u64, Option<AnyRow>)> = Vec::with_capacity(5);
-    let mut row = None;
-    {
-        let mut stream = (&mut *conn).fetch_many(q);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Right(r) => row = Some(r),
-                Either::Left(done) => answers.push((done.rows_affected(), row.take())),
-            }
-        }
-    }
+    let answers = batch_answers(&mut *conn, q).await?;
     // BEGIN, the parts present, the head.
     let expected = parts.iter().filter(|&&on| on).count() + 2;
     if answers.len() != expected {

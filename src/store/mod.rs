@@ -135,6 +135,32 @@ fn fault_kind(e: &sqlx::Error) -> &'static str {
     }
 }
 
+/// A query on either backend, with its parameters bound.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// SQLite: runs `query`, several statements separated by `;`, in one hand-off to the database
+/// thread; returns each statement's count of changed rows and the last row it gave, in order.
+pub(crate) async fn batch_answers<'c, 'q: 'c, E>(
+    executor: E,
+    query: AnyQuery<'q>,
+) -> Result<Vec<(u64, Option<sqlx::any::AnyRow>)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    use futures_util::TryStreamExt as _;
+    let mut answers = Vec::new();
+    let mut row = None;
+    let mut stream = executor.fetch_many(query);
+    // Each statement yields its rows, then its count.
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            sqlx::Either::Right(r) => row = Some(r),
+            sqlx::Either::Left(done) => answers.push((done.rows_affected(), row.take())),
+        }
+    }
+    Ok(answers)
+}
+
 /// The store: a connection pool and the backend it speaks to.
 #[derive(Debug, Clone)]
 pub struct Store {

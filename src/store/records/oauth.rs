@@ -8,12 +8,11 @@
 
 use std::future::Future;
 
-use futures_util::TryStreamExt as _;
 use sqlx::any::AnyRow;
-use sqlx::{Either, Executor as _, Row as _};
+use sqlx::Row as _;
 
 use super::{text, RecordError};
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{batch_answers, Backend, Store, StoreError};
 
 /// An authorization code as stored (its hash, never the code).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,24 +353,10 @@ impl OAuthRecords for Store {
                 let fresh: i64 = row.try_get("fresh")?;
                 Ok((fresh == 1, standing_from(&row)?))
             }
-            Backend::Sqlite => {
-                let mut inserted = None;
-                let mut standing = None;
-                let mut results = self.pool.fetch_many(query(SQLITE));
-                while let Some(item) = results.try_next().await? {
-                    match item {
-                        Either::Left(done) if inserted.is_none() => {
-                            inserted = Some(done.rows_affected() == 1)
-                        }
-                        Either::Left(_) => {}
-                        Either::Right(row) => standing = Some(standing_from(&row)?),
-                    }
-                }
-                match (inserted, standing) {
-                    (Some(fresh), Some(standing)) => Ok((fresh, standing)),
-                    _ => Err(StoreError::Corrupt("proof and standing batch")),
-                }
-            }
+            Backend::Sqlite => match &batch_answers(&self.pool, query(SQLITE)).await?[..] {
+                [(inserted, _), (_, Some(row))] => Ok((*inserted == 1, standing_from(row)?)),
+                _ => Err(StoreError::Corrupt("proof and standing batch")),
+            },
         }
     }
 }
