@@ -380,10 +380,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
         let address = listener.local_addr()?;
+        let stop = shutdown_signal()?;
         banner.print(&address.to_string(), &args.store, &admin_file);
         tracing::info!(%address, "serving");
         axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(stop)
             .await?;
         tracing::info!("stopped: every request in flight was answered");
         sweeper.abort();
@@ -902,21 +903,25 @@ fn now() -> i64 {
     (system_clock())()
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for Ctrl-C and SIGTERM from this moment (so a stop sent as soon as the banner says
+/// how is never missed), returning a future that completes at the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
